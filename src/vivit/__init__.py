@@ -1,6 +1,7 @@
 """ViViT: Video Vision Transformers (Arnab et al., ICCV 2021) in PyTorch."""
 
 from vivit.config import PRESETS, ViViTConfig
+from vivit.model import ViViT, create_model, list_models
 
-__all__ = ["PRESETS", "ViViTConfig"]
+__all__ = ["PRESETS", "ViViT", "ViViTConfig", "create_model", "list_models"]
 __version__ = "0.1.0"

@@ -11,3 +11,7 @@ class ConfigError(VivitError, ValueError):
 
 class DataError(VivitError):
     """A dataset or video that cannot be used at all (a single bad file is skipped instead)."""
+
+
+class InputShapeError(VivitError, ValueError):
+    """A tensor whose shape does not fit the model; the message gives expected and given shapes."""

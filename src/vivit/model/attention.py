@@ -1,0 +1,49 @@
+"""Multi-head self-attention with one fused qkv projection and one SDPA call per token grouping."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class Attention(nn.Module):
+    """Multi-head dot-product self-attention over the token axis of (B, N, D) (Sec. 3.1, MSA)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        q, k, v = rearrange(self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.num_heads)
+        x = self.attend(q, k, v, grid)  # (B, H, N, E)
+        return self.proj_drop(self.proj(rearrange(x, "b h n e -> b n (h e)")))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
+        return self.sdpa(q, k, v)
+
+    def sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+
+
+class FactorisedDotProductAttention(Attention):
+    """Model 4 (Sec. 3.3, Eq. 7): heads [0, H/2) attend over time at a fixed spatial index,
+    heads [H/2, H) over space within a frame; outputs are concatenated in head order.
+
+    With an odd head count the temporal group gets floor(H/2) heads.
+    """
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
+        assert grid is not None, "factorised dot-product attention needs the (n_t, n_s) token grid"
+        t, s = grid
+        ht = self.num_heads // 2
+        time = [rearrange(z[:, :ht], "b h (t s) e -> b (h s) t e", t=t) for z in (q, k, v)]  # attend over T
+        space = [rearrange(z[:, ht:], "b h (t s) e -> b (h t) s e", t=t) for z in (q, k, v)]  # attend over S
+        y_time = rearrange(self.sdpa(*time), "b (h s) t e -> b h (t s) e", s=s)
+        y_space = rearrange(self.sdpa(*space), "b (h t) s e -> b h (t s) e", t=t)
+        return torch.cat([y_time, y_space], dim=1)

@@ -1,0 +1,133 @@
+"""The ViViT model: tokeniser -> variant encoder(s) -> pooled feature -> linear head (Sec. 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from vivit.config import PRESETS, ViViTConfig
+from vivit.errors import ConfigError, InputShapeError
+from vivit.model.blocks import FactorisedSelfAttentionBlock
+from vivit.model.encoders import Encoder
+from vivit.model.tokenizers import TubeletEmbedding, UniformFrameSampling
+
+
+class ViViT(nn.Module):
+    """Video Vision Transformer. Input (B, C, T, H, W) float video, output (B, num_classes) logits.
+
+    variant "st":  one encoder over all n_t * n_h * n_w tokens (Model 1).
+    variant "fe":  a spatial encoder per frame (shared weights), then a temporal encoder over the n_t
+                   frame tokens (Model 2); temporal_pool="avg" averages them instead (baseline).
+    variant "fsa": blocks with spatial then temporal self-attention (Model 3).
+    variant "fdp": blocks whose heads attend over time or space (Model 4).
+    """
+
+    def __init__(self, config: ViViTConfig):
+        super().__init__()
+        self.config = cfg = config
+        if cfg.tokenizer == "tubelet":
+            self.tokenizer: TubeletEmbedding = TubeletEmbedding(cfg.in_channels, cfg.width, cfg.tubelet)
+        else:
+            self.tokenizer = UniformFrameSampling(cfg.in_channels, cfg.width, cfg.tubelet[1:])
+        cls_token = cfg.classifier == "token"
+        n_t, n_h, n_w = cfg.grid
+        feature_dim = cfg.width
+        if cfg.variant == "fe":
+            self.spatial = Encoder(cfg, (n_h, n_w), cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim, "joint", cls_token)
+            self.temporal: Encoder | None = None
+            if cfg.temporal_pool == "transformer":
+                feature_dim = cfg.temporal_dim
+                self.temporal_proj = nn.Linear(cfg.width, feature_dim) if feature_dim != cfg.width else nn.Identity()
+                self.temporal = Encoder(
+                    cfg, (n_t,), feature_dim, cfg.temporal_depth, cfg.temporal_num_heads, cfg.temporal_mlp, "joint", cls_token
+                )
+        else:
+            attention = {"st": "joint", "fsa": "fsa", "fdp": "fdp"}[cfg.variant]
+            self.encoder = Encoder(cfg, cfg.grid, cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim, attention, cls_token)
+        self.num_features = feature_dim
+        self.head_drop = nn.Dropout(cfg.head_dropout)
+        self.head = nn.Linear(feature_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.init_weights()
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """ViT initialisation: xavier-uniform dense kernels, zero biases, LeCun-normal tokeniser,
+        pos-embed N(0, 0.02), zero cls token and zero-initialised output head (as the official code)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        w = self.tokenizer.proj.weight
+        nn.init.trunc_normal_(w, std=(1.0 / w[0].numel()) ** 0.5)
+        nn.init.zeros_(self.tokenizer.proj.bias)
+        if isinstance(self.head, nn.Linear):
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+        if self.config.fsa_zero_init_temporal:
+            for m in self.modules():
+                if isinstance(m, FactorisedSelfAttentionBlock):
+                    nn.init.zeros_(m.attn_time.proj.weight)
+                    nn.init.zeros_(m.attn_time.proj.bias)
+
+    def token_grid(self, video: torch.Tensor) -> tuple[int, int, int]:
+        """(n_t, n_h, n_w) for this input; raises InputShapeError naming expected and given shapes."""
+        cfg = self.config
+        expected = (cfg.in_channels, cfg.num_frames, *cfg.image_size)
+        if video.ndim != 5 or video.shape[1] != cfg.in_channels:
+            raise InputShapeError(f"expected a video of shape (B, {', '.join(map(str, expected))}) [B, C, T, H, W], got {tuple(video.shape)}")
+        t, h, w = cfg.tubelet
+        T, H, W = video.shape[2:]
+        if T % t or H % h or W % w:
+            raise InputShapeError(f"video (T, H, W) = {(T, H, W)} is not divisible by the tubelet {cfg.tubelet}")
+        grid = (T // t, H // h, W // w)
+        if grid != cfg.grid and not cfg.dynamic_size:
+            raise InputShapeError(
+                f"expected a video of shape (B, {', '.join(map(str, expected))}), got {tuple(video.shape)}; "
+                "build the model with dynamic_size=True to run other frame counts or sizes"
+            )
+        return grid
+
+    def pool(self, z: torch.Tensor) -> torch.Tensor:
+        """The classifier's representation: the cls token ("token") or the mean over tokens ("gap")."""
+        return z[:, 0] if self.config.classifier == "token" else z.mean(dim=1)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> pooled feature (B, num_features)."""
+        grid = self.token_grid(video)
+        tokens = self.tokenizer(video)  # (B, n_t, n_s, D)
+        if self.config.variant != "fe":
+            return self.pool(self.encoder(tokens.flatten(1, 2), grid))
+        # Model 2: the spatial encoder sees each frame alone; one token per frame goes on.
+        frames = self.spatial(rearrange(tokens, "b t s d -> (b t) s d"), grid[1:])
+        frame_tokens = rearrange(self.pool(frames), "(b t) d -> b t d", b=video.shape[0])  # (B, n_t, D)
+        if self.temporal is None:
+            return frame_tokens.mean(dim=1)
+        return self.pool(self.temporal(self.temporal_proj(frame_tokens), grid[:1]))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(features))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(video))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        for m in self.modules():
+            if isinstance(m, Encoder):
+                m.grad_checkpointing = enable
+
+
+def list_models() -> list[str]:
+    """Names of the presets accepted by `create_model`."""
+    return sorted(PRESETS)
+
+
+def create_model(name: str, **overrides: Any) -> ViViT:
+    """Build a preset, e.g. `create_model("vivit-b-16x2-fe", num_classes=174, num_frames=16)`."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return ViViT(PRESETS[name].replace(**overrides))
