@@ -74,6 +74,8 @@ def _from_timm(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
 def read_image_vit(source: Any) -> ImageViT:
     """Any supported image ViT (module, state dict, .npz/.safetensors/.bin file or folder) -> timm layout."""
     heads = None
+    if isinstance(source, ImageViT):
+        return source
     if isinstance(source, nn.Module):
         heads = getattr(getattr(source, "config", None), "num_attention_heads", None)
         name, sd = type(source).__name__, source.state_dict()
