@@ -71,12 +71,12 @@ KINDS = ["st", "st-uniform", "fdp", "fsa", "fe"]
 @pytest.mark.parametrize("kind", KINDS)
 def test_round_trips_are_identity(kind):
     tree = official_tree(kind)
-    model = scenic.from_scenic(tree, num_frames=FRAMES, variant="fdp" if kind == "fdp" else None)
+    model = scenic.from_scenic(tree, source_frames=FRAMES, variant="fdp" if kind == "fdp" else None)
     flat, back = scenic.flatten(tree), scenic.flatten(scenic.to_scenic(model))
     assert sorted(flat) == sorted(back)
     for k in flat:
         np.testing.assert_array_equal(flat[k], back[k], err_msg=k)
-    again = scenic.from_scenic(scenic.to_scenic(model), num_frames=FRAMES, variant=model.config.variant)
+    again = scenic.from_scenic(scenic.to_scenic(model), source_frames=FRAMES, variant=model.config.variant)
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
 
@@ -97,7 +97,7 @@ def test_inferred_config(kind):
 
 def test_each_kind_of_layer_lands_where_the_mapping_says():
     tree = official_tree("st")
-    sd = scenic.from_scenic(tree, num_frames=FRAMES).state_dict()
+    sd = scenic.from_scenic(tree, source_frames=FRAMES).state_dict()
     blk, ours = tree["Transformer"]["encoderblock_1"], "encoder.blocks.1"
     # Conv kernel (t, h, w, C, D) -> (D, C, t, h, w)
     assert sd["tokenizer.proj.weight"][7, 2, 1, 3, 0] == tree["embedding"]["kernel"][1, 3, 0, 2, 7]
@@ -122,14 +122,14 @@ def test_each_kind_of_layer_lands_where_the_mapping_says():
 
 def test_fsa_and_fe_layers_land_where_expected():
     fsa = official_tree("fsa")
-    sd = scenic.from_scenic(fsa, num_frames=FRAMES).state_dict()
+    sd = scenic.from_scenic(fsa, source_frames=FRAMES).state_dict()
     blk = fsa["Transformer"]["encoderblock_0"]
     assert sd["encoder.blocks.0.attn_time.proj.weight"][3, 9] == blk["MultiHeadDotProductAttention_time"]["out"]["kernel"][1, 1, 3]
     np.testing.assert_array_equal(sd["encoder.blocks.0.norm_space.weight"].numpy(), blk["LayerNorm_space"]["scale"])
     np.testing.assert_array_equal(sd["encoder.blocks.0.norm_mlp.bias"].numpy(), blk["LayerNorm_mlp"]["bias"])
     assert sd["encoder.blocks.0.mlp.fc1.weight"][1, 2] == blk["MlpBlock"]["Dense_0"]["kernel"][2, 1]
     fe = official_tree("fe")
-    sd = scenic.from_scenic(fe, num_frames=FRAMES).state_dict()
+    sd = scenic.from_scenic(fe, source_frames=FRAMES).state_dict()
     np.testing.assert_array_equal(sd["temporal.cls_token"].numpy(), fe["cls_TemporalTransformer"])
     np.testing.assert_array_equal(sd["spatial.cls_token"].numpy(), fe["cls_SpatialTransformer"])
     np.testing.assert_array_equal(sd["temporal.blocks.2.norm1.weight"].numpy(),
@@ -162,7 +162,7 @@ def test_restore_checkpoint_reads_flax_msgpack(tmp_path):
     assert restored["global_step"] == 3
     flat, back = scenic.flatten(tree), scenic.flatten(scenic.params_of(restored))
     assert sorted(flat) == sorted(back) and all(np.array_equal(flat[k], back[k]) for k in flat)
-    model = scenic.from_scenic(path, num_frames=FRAMES)
+    model = scenic.from_scenic(path, source_frames=FRAMES)
     assert model.config.variant == "fe" and model.config.temporal_depth == 3
 
 
@@ -184,9 +184,9 @@ def test_errors_name_the_problem(tmp_path):
     tree = official_tree("st")
     tree["Transformer"]["encoderblock_0"]["Extra"] = {"kernel": np.zeros((2, 2), np.float32)}
     with pytest.raises(VivitError, match="encoderblock_0/Extra/kernel"):
-        scenic.from_scenic(tree, num_frames=FRAMES)
-    with pytest.raises(ConfigError, match="num_frames"):
-        scenic.from_scenic(official_tree("st"), num_frames=6)
+        scenic.from_scenic(tree, source_frames=FRAMES)
+    with pytest.raises(ConfigError, match="source_frames"):
+        scenic.from_scenic(official_tree("st"), source_frames=6)
     (tmp_path / "bad").write_bytes(b"\xc1not msgpack")
     with pytest.raises(VivitError, match="msgpack"):
         scenic.restore_checkpoint(tmp_path / "bad")

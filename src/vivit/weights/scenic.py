@@ -259,7 +259,7 @@ def config_from_scenic(params: Tree, num_frames: int = 32, variant: str | None =
     side = math.isqrt(spatial)
     if side == 0 or side * side != spatial or (not fe and spatial * (num_frames // tubelet[0]) != pos):
         raise ConfigError(f"Scenic positional embedding has {pos} tokens: not a square grid x {num_frames}/{tubelet[0]} "
-                          "frames; pass the checkpoint's num_frames")
+                          "frames; pass the checkpoint's frame count (source_frames)")
     kw["image_size"] = (side * tubelet[1], side * tubelet[2])
     return ViViTConfig(**kw)
 
@@ -296,21 +296,22 @@ def to_scenic(model: ViViT) -> Tree:
     return unflatten(to_scenic_flat(model.state_dict(), model.config))
 
 
-def load_scenic(src: str | Path | Tree, num_frames: int = 32, variant: str | None = None,
+def load_scenic(src: str | Path | Tree, source_frames: int = 32, variant: str | None = None,
                 fsa_order: str = "time_space", **overrides: Any) -> tuple[ViViT, LoadReport]:
     """`from_scenic` plus the load report."""
     tree = restore_checkpoint(src) if isinstance(src, (str, Path)) else src
     params = params_of(tree)
     source = str(src) if isinstance(src, (str, Path)) else "Scenic parameter tree"
-    config = config_from_scenic(params, num_frames, variant, fsa_order)
+    config = config_from_scenic(params, source_frames, variant, fsa_order)
     ours, used = convert_params(params)
     model, report = build(config, ours, source, **overrides)
     report.used = used
     return model, report
 
 
-def from_scenic(src: str | Path | Tree, num_frames: int = 32, variant: str | None = None,
+def from_scenic(src: str | Path | Tree, source_frames: int = 32, variant: str | None = None,
                 fsa_order: str = "time_space", **overrides: Any) -> ViViT:
-    """A ViViT from an official Scenic checkpoint (msgpack path, train state or parameter tree).
-    Overrides (e.g. `num_frames=16`, `dynamic_size=True`) adapt the model; pos-embeds are resampled."""
-    return load_scenic(src, num_frames, variant, fsa_order, **overrides)[0]
+    """A ViViT from an official Scenic checkpoint (msgpack path, train state or parameter tree) trained
+    on `source_frames` frames (official: 32; an FE tree tells its own). Overrides (e.g. `num_frames=16`,
+    `dynamic_size=True`) adapt the model; positional embeddings are resampled."""
+    return load_scenic(src, source_frames, variant, fsa_order, **overrides)[0]
