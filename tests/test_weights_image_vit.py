@@ -40,7 +40,7 @@ def big_vision_npz(path) -> None:
     ours = {f"encoder.{k}": v for k, v in s.items() if k.startswith("blocks.")}
     for i in range(DEPTH):
         for name, (sub, kind) in scenic.JOINT_BLOCK.items():
-            flat.update(scenic._layer_to_scenic(ours, f"encoder.blocks.{i}.{name}", f"Transformer/encoderblock_{i}/{sub}", kind, HEADS))
+            flat.update(scenic.layer_to_scenic(ours, f"encoder.blocks.{i}.{name}", f"Transformer/encoderblock_{i}/{sub}", kind, HEADS))
     np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
 
 

@@ -101,8 +101,10 @@ def timm_to_hf(sd: Mapping[str, torch.Tensor], depth: int) -> dict[str, torch.Te
 
 def timm_to_ours(sd: Mapping[str, torch.Tensor], encoder: str = "encoder") -> dict[str, torch.Tensor]:
     """Timm layout -> our keys: the tokeniser takes `patch_embed.proj`, the named encoder the rest."""
-    return {k.replace("patch_embed.proj.", "tokenizer.proj.") if k.startswith("patch_embed.") else f"{encoder}.{k}": v
-            for k, v in sd.items()}
+    def rename(key: str) -> str:
+        return key.replace("patch_embed.proj.", "tokenizer.proj.") if key.startswith("patch_embed.") else f"{encoder}.{key}"
+
+    return {rename(k): v for k, v in sd.items()}
 
 
 def config_from_hf(hf_config: Any, num_classes: int | None = None) -> ViViTConfig:

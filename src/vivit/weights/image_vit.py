@@ -53,15 +53,15 @@ class ImageViT(NamedTuple):
 
 
 def _from_big_vision(sd: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], set[str], int]:
-    flat = scenic._Tracked({k.removeprefix("params/"): v.numpy() if isinstance(v, torch.Tensor) else v
+    flat = scenic.TrackedTree({k.removeprefix("params/"): v.numpy() if isinstance(v, torch.Tensor) else v
                             for k, v in sd.items()})
     enc = scenic.encoder_to_ours(flat, "Transformer", "x")
     out = {k.removeprefix("x."): v for k, v in enc.items()}
-    kernel = scenic._t(flat["embedding/kernel"])  # (h, w, C, D)
+    kernel = scenic.tensor(flat["embedding/kernel"])  # (h, w, C, D)
     out["patch_embed.proj.weight"] = kernel.permute(3, 2, 0, 1)
-    out["patch_embed.proj.bias"] = scenic._t(flat["embedding/bias"])
+    out["patch_embed.proj.bias"] = scenic.tensor(flat["embedding/bias"])
     if "cls" in flat:
-        out["cls_token"] = scenic._t(flat["cls"])
+        out["cls_token"] = scenic.tensor(flat["cls"])
     heads = flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"].shape[1]
     return out, {f"params/{k}" if f"params/{k}" in sd else k for k in flat.read}, heads
 

@@ -121,26 +121,26 @@ def unflatten(flat: Mapping[str, np.ndarray]) -> Tree:
 
 
 # Layer conversions ---------------------------------------------------------------------------------
-def _t(x: np.ndarray) -> torch.Tensor:
+def tensor(x: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(x, dtype=np.float32))
 
 
-def _layer_to_ours(flat: Mapping[str, np.ndarray], src: str, kind: str) -> dict[str, torch.Tensor]:
+def layer_to_ours(flat: Mapping[str, np.ndarray], src: str, kind: str) -> dict[str, torch.Tensor]:
     """One Scenic layer -> our tensors (suffixes weight/bias, or qkv.*/proj.* for attention)."""
     if kind == "ln":
-        return {"weight": _t(flat[f"{src}/scale"]), "bias": _t(flat[f"{src}/bias"])}
+        return {"weight": tensor(flat[f"{src}/scale"]), "bias": tensor(flat[f"{src}/bias"])}
     if kind == "dense":
-        return {"weight": _t(flat[f"{src}/kernel"]).T, "bias": _t(flat[f"{src}/bias"])}
+        return {"weight": tensor(flat[f"{src}/kernel"]).T, "bias": tensor(flat[f"{src}/bias"])}
     d = flat[f"{src}/query/kernel"].shape[0]
-    qkv = [_t(flat[f"{src}/{n}/kernel"]).reshape(d, -1).T for n in ("query", "key", "value")]  # (d, H, hd) -> (H*hd, d)
-    qkv_bias = [_t(flat[f"{src}/{n}/bias"]).reshape(-1) for n in ("query", "key", "value")]  # (H, hd) -> H*hd
-    out = _t(flat[f"{src}/out/kernel"])  # (H, hd, d)
+    qkv = [tensor(flat[f"{src}/{n}/kernel"]).reshape(d, -1).T for n in ("query", "key", "value")]  # (d, H, hd) -> (H*hd, d)
+    qkv_bias = [tensor(flat[f"{src}/{n}/bias"]).reshape(-1) for n in ("query", "key", "value")]  # (H, hd) -> H*hd
+    out = tensor(flat[f"{src}/out/kernel"])  # (H, hd, d)
     return {"qkv.weight": torch.cat(qkv), "qkv.bias": torch.cat(qkv_bias),
-            "proj.weight": out.reshape(-1, out.shape[-1]).T, "proj.bias": _t(flat[f"{src}/out/bias"])}
+            "proj.weight": out.reshape(-1, out.shape[-1]).T, "proj.bias": tensor(flat[f"{src}/out/bias"])}
 
 
-def _layer_to_scenic(sd: Mapping[str, torch.Tensor], ours: str, dst: str, kind: str, heads: int) -> dict[str, np.ndarray]:
-    """Inverse of `_layer_to_ours`; `heads` restores the (H, hd) split of the attention kernels."""
+def layer_to_scenic(sd: Mapping[str, torch.Tensor], ours: str, dst: str, kind: str, heads: int) -> dict[str, np.ndarray]:
+    """Inverse of `layer_to_ours`; `heads` restores the (H, hd) split of the attention kernels."""
     n = lambda k: sd[f"{ours}.{k}"].detach().float().numpy()  # noqa: E731
     if kind == "ln":
         return {f"{dst}/scale": n("weight"), f"{dst}/bias": n("bias")}
@@ -167,25 +167,25 @@ def _block_layout(flat: Mapping[str, Any], encoder: str) -> dict[str, tuple[str,
 
 def encoder_to_ours(flat: Mapping[str, np.ndarray], src: str, dst: str) -> dict[str, torch.Tensor]:
     """A Scenic `Transformer`-style sub-tree (pos-embed, blocks, final norm) -> our `dst` encoder keys."""
-    out = {f"{dst}.pos_embed": _t(flat[f"{src}/posembed_input/pos_embedding"])}
-    out.update({f"{dst}.norm.{k}": v for k, v in _layer_to_ours(flat, f"{src}/encoder_norm", "ln").items()})
+    out = {f"{dst}.pos_embed": tensor(flat[f"{src}/posembed_input/pos_embedding"])}
+    out.update({f"{dst}.norm.{k}": v for k, v in layer_to_ours(flat, f"{src}/encoder_norm", "ln").items()})
     layout = _block_layout(flat, src)
     for i in range(_depth(flat, src)):
         for ours, (scenic, kind) in layout.items():
-            layer = _layer_to_ours(flat, f"{src}/encoderblock_{i}/{scenic}", kind)
+            layer = layer_to_ours(flat, f"{src}/encoderblock_{i}/{scenic}", kind)
             out.update({f"{dst}.blocks.{i}.{ours}.{k}": v for k, v in layer.items()})
     return out
 
 
 def embedding_to_ours(flat: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """Conv kernel (t, h, w, C, D) or 2D (h, w, C, D) -> our Conv3d weight (D, C, t, h, w)."""
-    kernel = _t(flat["embedding/kernel"])
+    kernel = tensor(flat["embedding/kernel"])
     kernel = kernel.permute(4, 3, 0, 1, 2) if kernel.ndim == 5 else kernel.permute(3, 2, 0, 1).unsqueeze(2)
-    return {"tokenizer.proj.weight": kernel, "tokenizer.proj.bias": _t(flat["embedding/bias"])}
+    return {"tokenizer.proj.weight": kernel, "tokenizer.proj.bias": tensor(flat["embedding/bias"])}
 
 
 # Whole models ---------------------------------------------------------------------------------------
-class _Tracked(dict):
+class TrackedTree(dict):
     """A flat tree that remembers which keys were read, so leftovers can be reported."""
 
     def __init__(self, *args: Any):
@@ -199,7 +199,7 @@ class _Tracked(dict):
 
 def convert_params(params: Tree) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Scenic parameter tree -> (our state dict, Scenic keys used). Unknown keys raise, naming them."""
-    flat = _Tracked(flatten(params))
+    flat = TrackedTree(flatten(params))
     if "pre_logits/kernel" in flat:
         raise VivitError("Scenic checkpoint has a pre_logits layer (representation_size); ViViT here has no pre-logits")
     family = "fe" if "SpatialTransformer/posembed_input/pos_embedding" in flat else "other"
@@ -208,9 +208,9 @@ def convert_params(params: Tree) -> tuple[dict[str, torch.Tensor], list[str]]:
         if f"{scenic}/posembed_input/pos_embedding" in flat:
             out.update(encoder_to_ours(flat, scenic, ours))
             if cls in flat:
-                out[f"{ours}.cls_token"] = _t(flat[cls])
+                out[f"{ours}.cls_token"] = tensor(flat[cls])
     if "output_projection/kernel" in flat:
-        out.update({f"head.{k}": v for k, v in _layer_to_ours(flat, "output_projection", "dense").items()})
+        out.update({f"head.{k}": v for k, v in layer_to_ours(flat, "output_projection", "dense").items()})
     unknown = sorted(set(flat) - flat.read)
     if unknown:
         raise VivitError(f"Scenic tree has parameters with no ViViT counterpart: {unknown[:8]}")
@@ -277,15 +277,15 @@ def to_scenic_flat(sd: Mapping[str, torch.Tensor], config: ViViTConfig) -> dict[
         heads = config.temporal_num_heads if ours == "temporal" else config.num_heads
         layout = FSA_BLOCK if config.variant == "fsa" else JOINT_BLOCK
         flat[f"{scenic}/posembed_input/pos_embedding"] = n(f"{ours}.pos_embed")
-        flat.update(_layer_to_scenic(sd, f"{ours}.norm", f"{scenic}/encoder_norm", "ln", heads))
+        flat.update(layer_to_scenic(sd, f"{ours}.norm", f"{scenic}/encoder_norm", "ln", heads))
         depth = config.temporal_depth if ours == "temporal" else config.depth
         for i in range(depth):
             for name, (sub, kind) in layout.items():
-                flat.update(_layer_to_scenic(sd, f"{ours}.blocks.{i}.{name}", f"{scenic}/encoderblock_{i}/{sub}", kind, heads))
+                flat.update(layer_to_scenic(sd, f"{ours}.blocks.{i}.{name}", f"{scenic}/encoderblock_{i}/{sub}", kind, heads))
         if f"{ours}.cls_token" in sd:
             flat[cls] = n(f"{ours}.cls_token")
     if "head.weight" in sd:
-        flat.update(_layer_to_scenic(sd, "head", "output_projection", "dense", 0))
+        flat.update(layer_to_scenic(sd, "head", "output_projection", "dense", 0))
     return flat
 
 
