@@ -40,7 +40,8 @@ def big_vision_npz(path) -> None:
     ours = {f"encoder.{k}": v for k, v in s.items() if k.startswith("blocks.")}
     for i in range(DEPTH):
         for name, (sub, kind) in scenic.JOINT_BLOCK.items():
-            flat.update(scenic.layer_to_scenic(ours, f"encoder.blocks.{i}.{name}", f"Transformer/encoderblock_{i}/{sub}", kind, HEADS))
+            block = f"Transformer/encoderblock_{i}/{sub}"
+            flat.update(scenic.layer_to_scenic(ours, f"encoder.blocks.{i}.{name}", block, kind, HEADS))
     np.savez(path, **{k: np.asarray(v) for k, v in flat.items()})
 
 
@@ -119,7 +120,8 @@ def test_fsa_zero_temporal_init_is_identity_at_start():
 def test_big_vision_npz_equals_timm_and_hf(tmp_path):
     big_vision_npz(tmp_path / "vit.npz")
     models = [video_model("st", num_frames=4) for _ in range(3)]
-    reports = [init_from_image_vit(m, src) for m, src in zip(models, (tmp_path / "vit.npz", timm_layout(), image_vit()))]
+    sources = (tmp_path / "vit.npz", timm_layout(), image_vit())
+    reports = [init_from_image_vit(m, src) for m, src in zip(models, sources, strict=True)]
     assert "head/kernel" in reports[0].unexpected and "Transformer/encoderblock_1/LayerNorm_0/scale" in reports[0].used
     for k, v in models[1].state_dict().items():
         if not k.startswith("head."):

@@ -124,7 +124,8 @@ def test_fsa_and_fe_layers_land_where_expected():
     fsa = official_tree("fsa")
     sd = scenic.from_scenic(fsa, source_frames=FRAMES).state_dict()
     blk = fsa["Transformer"]["encoderblock_0"]
-    assert sd["encoder.blocks.0.attn_time.proj.weight"][3, 9] == blk["MultiHeadDotProductAttention_time"]["out"]["kernel"][1, 1, 3]
+    out_time = blk["MultiHeadDotProductAttention_time"]["out"]["kernel"]  # (H, hd, d)
+    assert sd["encoder.blocks.0.attn_time.proj.weight"][3, 9] == out_time[1, 1, 3]
     np.testing.assert_array_equal(sd["encoder.blocks.0.norm_space.weight"].numpy(), blk["LayerNorm_space"]["scale"])
     np.testing.assert_array_equal(sd["encoder.blocks.0.norm_mlp.bias"].numpy(), blk["LayerNorm_mlp"]["bias"])
     assert sd["encoder.blocks.0.mlp.fc1.weight"][1, 2] == blk["MlpBlock"]["Dense_0"]["kernel"][2, 1]

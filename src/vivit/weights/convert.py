@@ -70,5 +70,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"dst": str(args.dst), "config": model.config.to_dict(), "report": report.to_dict()}, indent=2))
     else:
         print(report.summary())
-        print(f"saved {model.config.variant} model ({sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params) to {args.dst}")
+        params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"saved {model.config.variant} model ({params_m:.2f} M params) to {args.dst}")
     return 0

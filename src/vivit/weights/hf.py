@@ -94,7 +94,7 @@ def timm_to_hf(sd: Mapping[str, torch.Tensor], depth: int) -> dict[str, torch.Te
     out = {hf: sd[timm] for hf, timm in _table(depth).items()}
     for i in range(depth):
         for p in ("weight", "bias"):
-            for name, chunk in zip(QKV_V5, sd[f"blocks.{i}.attn.qkv.{p}"].chunk(3)):
+            for name, chunk in zip(QKV_V5, sd[f"blocks.{i}.attn.qkv.{p}"].chunk(3), strict=True):
                 out[f"layers.{i}.{name}.{p}"] = chunk
     return out
 

@@ -53,8 +53,8 @@ class ImageViT(NamedTuple):
 
 
 def _from_big_vision(sd: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], set[str], int]:
-    flat = scenic.TrackedTree({k.removeprefix("params/"): v.numpy() if isinstance(v, torch.Tensor) else v
-                            for k, v in sd.items()})
+    arrays = {k.removeprefix("params/"): v.numpy() if isinstance(v, torch.Tensor) else v for k, v in sd.items()}
+    flat = scenic.TrackedTree(arrays)
     enc = scenic.encoder_to_ours(flat, "Transformer", "x")
     out = {k.removeprefix("x."): v for k, v in enc.items()}
     kernel = scenic.tensor(flat["embedding/kernel"])  # (h, w, C, D)
@@ -67,7 +67,8 @@ def _from_big_vision(sd: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], se
 
 
 def _from_timm(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
-    keep = {k: v for k, v in sd.items() if k.startswith(("patch_embed.proj.", "blocks.", "norm.")) or k in ("cls_token", "pos_embed")}
+    keep = {k: v for k, v in sd.items()
+            if k.startswith(("patch_embed.proj.", "blocks.", "norm.")) or k in ("cls_token", "pos_embed")}
     return keep, set(keep)
 
 

@@ -148,7 +148,7 @@ def layer_to_scenic(sd: Mapping[str, torch.Tensor], ours: str, dst: str, kind: s
         return {f"{dst}/kernel": n("weight").T, f"{dst}/bias": n("bias")}
     d = n("proj.weight").shape[0]
     out = {}
-    for name, w, b in zip(("query", "key", "value"), np.split(n("qkv.weight"), 3), np.split(n("qkv.bias"), 3)):
+    for name, w, b in zip(("query", "key", "value"), np.split(n("qkv.weight"), 3), np.split(n("qkv.bias"), 3), strict=True):
         out[f"{dst}/{name}/kernel"] = w.T.reshape(d, heads, -1)
         out[f"{dst}/{name}/bias"] = b.reshape(heads, -1)
     out[f"{dst}/out/kernel"] = n("proj.weight").T.reshape(heads, -1, d)
