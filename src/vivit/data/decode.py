@@ -34,9 +34,9 @@ class VideoInfo:
     height: int
 
 
-def _video_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     if not container.streams.video:
-        raise DataError(f"{path}: no video stream")
+        raise DataError("no video stream")
     return container.streams.video[0]
 
 
@@ -73,7 +73,7 @@ def probe(path: str | Path) -> VideoInfo:
     """Metadata of a video file from its container and stream headers (no frame is decoded)."""
     path = Path(path)
     with av.open(str(path)) as container:
-        return _info(container, _video_stream(container, path))
+        return _info(container, _video_stream(container))
 
 
 def output_size(height: int, width: int, size: Size) -> tuple[int, int]:
@@ -146,7 +146,7 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
     """Open a video once, pick indices from its metadata with `choose`, return uint8 frames (T, H, W, C) and info."""
     path = Path(path)
     with av.open(str(path)) as container:
-        stream = _video_stream(container, path)
+        stream = _video_stream(container)
         info = _info(container, stream)
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
