@@ -62,13 +62,13 @@ class VideoLoader:
         self.dataset.set_epoch(epoch)
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(epoch)
-        elif isinstance(self.sampler, RandomSampler):
-            self.generator.manual_seed(self.seed * 1_000_003 + epoch)
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[Batch]:
+        if isinstance(self.sampler, RandomSampler):  # the same order on every pass of one epoch
+            self.generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         seen = skipped = 0
         for batch in self.loader:
             seen += len(batch.labels) + batch.skipped
