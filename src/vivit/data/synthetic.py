@@ -22,6 +22,8 @@ from tqdm import tqdm
 from vivit.data.encode import write_video
 from vivit.errors import ConfigError
 
+# zerolatency (no lookahead threads, no B-frames): the first encode of a process otherwise sometimes differs
+X264_OPTIONS = {"crf": "12", "preset": "medium", "tune": "zerolatency"}
 CLASS_NAMES = {2: ["left", "right"], 4: ["left-down", "left-up", "right-down", "right-up"]}
 
 
@@ -70,7 +72,7 @@ def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 64, f
     for c, name, i in tqdm(jobs, desc="synth", disable=not progress):
         video = render(class_directions(name), frames, size, np.random.default_rng((seed, c, i)))
         split = "val" if i < num_val else "train"
-        write_video(out / split / name / f"{i:05d}.mp4", video, fps=fps, options={"crf": "12", "preset": "medium"})
+        write_video(out / split / name / f"{i:05d}.mp4", video, fps=fps, options=X264_OPTIONS)
     return out
 
 
