@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vivit.data.sampling import clip_span, eval_clips, eval_uniform, random_clip, random_uniform
-from vivit.data.decode import VideoInfo, read_clip
+from vivit.data.decode import VideoInfo, read_clip_yuv
 from vivit.data.sources import find_samples
 from vivit.data.transforms import AugmentConfig, eval_transform, train_transform
 from vivit.errors import ConfigError, DataError
@@ -68,14 +69,16 @@ class VideoDataset(Dataset):
         """Decode and transform one sample; raises on a broken file (`__getitem__` skips it instead)."""
         path, label = self.samples[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        frames, _ = read_clip(path, lambda info: np.concatenate(self._indices(info, rng)),
-                              size=self.augment.resize_to(self.image_size))
-        frames = torch.from_numpy(frames)
+        short_side = self.augment.resize_to(self.image_size)
+        frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)), size=short_side,
+                                  upscale=False)
         if self.train:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            return train_transform(frames, self.image_size, self.augment, generator), label, index
-        clips = frames.split(self.num_frames)
-        views = [eval_transform(c, self.image_size, self.num_crops, self.augment.normalization) for c in clips]
+            return train_transform(frames, self.image_size, self.augment, generator, short_side), label, index
+        clips = [replace(frames, data=frames.data[i:i + self.num_frames])
+                 for i in range(0, len(frames.data), self.num_frames)]
+        views = [eval_transform(c, self.image_size, self.num_crops, self.augment.normalization, short_side)
+                 for c in clips]
         return torch.cat(views), label, index
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:

@@ -76,9 +76,9 @@ def probe(path: str | Path) -> VideoInfo:
         return _info(container, _video_stream(container))
 
 
-def output_size(height: int, width: int, size: Size) -> tuple[int, int]:
-    """(height, width) of a decoded frame: native, short side scaled to `size`, or an exact (h, w)."""
-    if size is None:
+def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
+    """(height, width) of a decoded frame: native, short side scaled to `size` (never up unless `upscale`), or (h, w)."""
+    if size is None or (isinstance(size, int) and not upscale and size >= min(height, width)):
         return height, width
     if isinstance(size, int):
         scale = size / min(height, width)
@@ -87,24 +87,23 @@ def output_size(height: int, width: int, size: Size) -> tuple[int, int]:
 
 
 class _Lazy:
-    """A decoded frame converted to RGB at the output size only when (and once) it is used."""
+    """A decoded frame converted to an array only when (and once) it is used."""
 
-    def __init__(self, frame: av.VideoFrame, height: int, width: int):
-        self.frame, self.height, self.width, self.array = frame, height, width, None
+    def __init__(self, frame: av.VideoFrame, convert: Callable[[av.VideoFrame], np.ndarray]):
+        self.frame, self.convert, self.array = frame, convert, None
 
-    def rgb(self) -> np.ndarray:
+    def get(self) -> np.ndarray:
         if self.array is None:
-            self.array = self.frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
+            self.array = self.convert(self.frame)
         return self.array
 
 
 def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, info: VideoInfo,
-            indices: np.ndarray, size: Size) -> np.ndarray:
+            indices: np.ndarray, convert: Callable[[av.VideoFrame], np.ndarray]) -> np.ndarray:
     """Seek to the keyframe before indices.min(), decode forward, convert only the frames that are asked for."""
     wanted = np.unique(indices)
     rate, time_base = _rate(stream), stream.time_base
     start_pts = stream.start_time or 0
-    height, width = output_size(info.height, info.width, size)
     found: dict[int, np.ndarray] = {}
 
     def run(seek_pts: int | None) -> bool:
@@ -119,18 +118,18 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
             index = count if frame.pts is None else round((frame.pts - start_pts) * time_base * rate)
             if previous is None and seek_pts is not None and index > pending[0]:
                 return False
-            current = _Lazy(frame, height, width)
+            current = _Lazy(frame, convert)
             while pending and pending[0] < index:  # a variable-rate gap: the previous frame is still on screen
-                found[pending.popleft()] = (previous or current).rgb()
+                found[pending.popleft()] = (previous or current).get()
             if pending and pending[0] == index:
-                found[pending.popleft()] = current.rgb()
+                found[pending.popleft()] = current.get()
             if not pending:
                 return True
             previous = current
         if previous is None:
             raise DataError("no frame could be decoded")
         while pending:  # the stream ended before the header's frame count: repeat the last frame
-            found[pending.popleft()] = previous.rgb()
+            found[pending.popleft()] = previous.get()
         return True
 
     first_pts = start_pts + int(Fraction(int(wanted[0])) / rate / time_base)
@@ -141,17 +140,74 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
     return np.stack([found[int(i)] for i in indices])
 
 
-def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
-              size: Size = None) -> tuple[np.ndarray, VideoInfo]:
-    """Open a video once, pick indices from its metadata with `choose`, return uint8 frames (T, H, W, C) and info."""
+def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
+               convert_for: Callable[[VideoInfo], Callable[[av.VideoFrame], np.ndarray]]) -> tuple[np.ndarray, VideoInfo]:
     path = Path(path)
     with av.open(str(path)) as container:
         stream = _video_stream(container)
         info = _info(container, stream)
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
-            raise DataError(f"{path}: frame indices must be a non-empty 1-D array of non-negative ints")
-        return _decode(container, stream, info, indices, size), info
+            raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
+        return _decode(container, stream, info, indices, convert_for(info)), info
+
+
+def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
+              upscale: bool = True) -> tuple[np.ndarray, VideoInfo]:
+    """Open a video once, pick indices from its metadata with `choose`, return uint8 RGB (T, H, W, C) and info.
+
+    upscale=False keeps the native size when an int `size` is larger than the short side (cheaper: the
+    transforms resize once anyway).
+    """
+    def convert_for(info: VideoInfo):
+        height, width = output_size(info.height, info.width, size, upscale)
+        return lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height)
+
+    return _open_clip(path, choose, convert_for)
+
+
+@dataclass(frozen=True)
+class Yuv420:
+    """4:2:0 frames as PyAV lays them out, (T, H * 3 / 2, W) uint8: the Y plane, then U, then V.
+
+    Reading YUV skips the RGB conversion (most of the cost of decoding a clip); the conversion is folded into
+    the transforms' colour matrix instead. `full_range`: JPEG range (0..255) rather than video range (16..235);
+    `bt709`: ITU-R BT.709 coefficients rather than BT.601.
+    """
+
+    data: np.ndarray
+    height: int
+    width: int
+    full_range: bool
+    bt709: bool
+
+
+_NATIVE_420 = ("yuv420p", "yuvj420p")
+_BT709, _JPEG_RANGE = 1, 2  # AVColorSpace / AVColorRange values
+
+
+def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
+                  upscale: bool = True) -> tuple[Yuv420, VideoInfo]:
+    """As `read_clip`, but frames stay 4:2:0 YUV (converted by swscale only if the stream is not 8-bit 4:2:0)."""
+    encoding: dict[str, bool] = {}
+
+    def convert_for(info: VideoInfo):
+        height, width = output_size(info.height, info.width, size, upscale)
+        height, width = height - height % 2, width - width % 2
+
+        def convert(frame: av.VideoFrame) -> np.ndarray:
+            native = frame.format.name in _NATIVE_420 and (frame.height, frame.width) == (height, width)
+            encoding.setdefault("full_range", native and (frame.format.name == "yuvj420p"
+                                                          or frame.color_range == _JPEG_RANGE))
+            encoding.setdefault("bt709", native and frame.colorspace == _BT709)
+            return frame.to_ndarray() if native else frame.to_ndarray(format="yuv420p", width=width, height=height)
+
+        encoding["shape"] = (height, width)
+        return convert
+
+    frames, info = _open_clip(path, choose, convert_for)
+    height, width = encoding["shape"]
+    return Yuv420(frames, height, width, encoding["full_range"], encoding["bt709"]), info
 
 
 def read_frames(path: str | Path, indices, size: Size = None) -> np.ndarray:
