@@ -70,8 +70,8 @@ class VideoDataset(Dataset):
         path, label = self.samples[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         short_side = self.augment.resize_to(self.image_size)
-        frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)), size=short_side,
-                                  upscale=False)
+        # native size: the crop is resized once, in uint8, which is cheaper than scaling every frame in swscale
+        frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)))
         if self.train:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return train_transform(frames, self.image_size, self.augment, generator, short_side), label, index

@@ -152,17 +152,17 @@ def _frame_size(frames: Frames) -> tuple[int, int]:
     return (frames.height, frames.width) if isinstance(frames, Yuv420) else tuple(frames.shape[1:3])
 
 
-def _crop_resize(frames: Frames, top: int, left: int, side: int, size: int) -> torch.Tensor:
-    """uint8 (T, 3, size, size) planes (RGB, or YUV with chroma upsampled) of the square crop at (top, left)."""
+def _crop_resize(frames: Frames, top: int, left: int, side: int, size: int) -> list[torch.Tensor]:
+    """Three uint8 (T, size, size) planes (R, G, B, or Y, U, V with chroma upsampled) of the crop at (top, left)."""
     if not isinstance(frames, Yuv420):
-        return resize(crop(frames.permute(0, 3, 1, 2), top, left, side, side), size, size)
+        return list(resize(crop(frames.permute(0, 3, 1, 2), top, left, side, side), size, size).unbind(1))
     data, (h, w) = torch.from_numpy(frames.data), _frame_size(frames)
     luma = data[:, :h].unsqueeze(1)  # views into PyAV's layout: Y (h, w), then U and V (h/2, w/2) each
     chroma = data.as_strided((len(data), 2, h // 2, w // 2), (data.stride(0), h * w // 4, w // 2, 1),
                              data.storage_offset() + h * w)
     luma = resize(crop(luma, top, left, side, side), size, size)
     chroma = resize(crop(chroma, top // 2, left // 2, side // 2, side // 2), size, size)
-    return torch.cat([luma, chroma], 1)
+    return [luma[:, 0], chroma[:, 0], chroma[:, 1]]
 
 
 def _to_rgb(frames: Frames) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,40 +172,43 @@ def _to_rgb(frames: Frames) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.eye(3, dtype=torch.float64) / 255, torch.zeros(3, dtype=torch.float64)
 
 
-def color_map(pixels: torch.Tensor, matrix: torch.Tensor, offset: torch.Tensor, normalization: Normalization,
+def color_map(planes: list[torch.Tensor], matrix: torch.Tensor, offset: torch.Tensor, normalization: Normalization,
               clamp: bool) -> torch.Tensor:
-    """normalise(matrix @ x + offset) for float (T, 3, N) pixels in one batched matmul; clamp to the image of [0, 1]."""
+    """normalise(matrix @ x + offset) of three uint8 (T, H, W) planes -> float (3, T, H, W), clamped to the image
+    of [0, 1]; written channel by channel straight from uint8, without a float copy of the input."""
     scale, shift = _normalization_affine(normalization)
-    full_matrix = (scale[:, None] * matrix).to(pixels.dtype)
-    full_offset = (scale * offset + shift).to(pixels.dtype)
-    out = torch.baddbmm(full_offset.view(1, 3, 1), full_matrix.expand(len(pixels), 3, 3), pixels)
+    full_matrix = (scale[:, None] * matrix).tolist()
+    full_offset = (scale * offset + shift).tolist()
+    out = torch.empty(3, *planes[0].shape)
+    for c, (row, bias) in enumerate(zip(full_matrix, full_offset)):
+        torch.mul(planes[0], row[0], out=out[c])
+        out[c].add_(planes[1], alpha=row[1]).add_(planes[2], alpha=row[2]).add_(bias)
     if clamp and normalization == "minus_one_one":
         out.clamp_(-1, 1)
     elif clamp:
-        for channel in range(3):
-            out[:, channel].clamp_(float(shift[channel]), float(scale[channel] + shift[channel]))
+        for c in range(3):
+            out[c].clamp_(float(shift[c]), float(scale[c] + shift[c]))
     return out
 
 
-def _finish(planes: torch.Tensor, frames: Frames, normalization: Normalization,
+def _finish(planes: list[torch.Tensor], frames: Frames, normalization: Normalization,
             jitter: AugmentConfig | None = None, gray: bool = False,
             generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 (T, 3, S, S) planes -> float (C, T, S, S): colour conversion, jitter, grayscale, normalisation at once."""
-    pixels = planes.contiguous().float().flatten(2)
+    """uint8 planes -> float (C, T, S, S): colour conversion, jitter, grayscale and normalisation in one map."""
     matrix, offset = _to_rgb(frames)
-    if jitter is not None:
-        jitter_matrix, jitter_offset = color_jitter_map(matrix @ pixels.mean((0, 2)).double() + offset, jitter,
-                                                        generator)
+    if jitter is not None:  # the clip's mean colour, from every other pixel
+        mean = torch.tensor([p[:, ::2, ::2].float().mean() for p in planes], dtype=torch.float64)
+        jitter_matrix, jitter_offset = color_jitter_map(matrix @ mean + offset, jitter, generator)
         matrix, offset = jitter_matrix @ matrix, jitter_matrix @ offset + jitter_offset
     if gray:
         matrix, offset = _toward_gray(0.0) @ matrix, _toward_gray(0.0) @ offset
     clamp = jitter is not None or isinstance(frames, Yuv420)  # YUV can encode colours outside the RGB cube
-    return color_map(pixels, matrix, offset, normalization, clamp).view(planes.shape).transpose(0, 1)
+    return color_map(planes, matrix, offset, normalization, clamp)
 
 
 def normalize(clip: torch.Tensor, normalization: Normalization = "minus_one_one") -> torch.Tensor:
     """uint8 RGB (T, C, H, W) -> float (T, C, H, W) in [-1, 1] or (x / 255 - mean) / std."""
-    return _finish(clip, clip, normalization).transpose(0, 1)
+    return _finish(list(clip.unbind(1)), clip, normalization).transpose(0, 1)
 
 
 def train_transform(frames: Frames, image_size: int, cfg: AugmentConfig, generator: torch.Generator,
@@ -223,7 +226,7 @@ def train_transform(frames: Frames, image_size: int, cfg: AugmentConfig, generat
     top, left = (min(int(_uniform(generator, 0, n - side + 1)), n - side) for n in (height, width))
     planes = _crop_resize(frames, top - top % align, left - left % align, side, image_size)
     if torch.rand((), generator=generator) < cfg.flip:
-        planes = planes.flip(-1)
+        planes = [p.flip(-1) for p in planes]
     jitter = cfg if torch.rand((), generator=generator) < cfg.color_jitter else None
     gray = bool(torch.rand((), generator=generator) < cfg.grayscale)
     return _finish(planes, frames, cfg.normalization, jitter, gray, generator)
