@@ -189,7 +189,7 @@ _BT709, _JPEG_RANGE = 1, 2  # AVColorSpace / AVColorRange values
 def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
                   upscale: bool = True) -> tuple[Yuv420, VideoInfo]:
     """As `read_clip`, but frames stay 4:2:0 YUV (converted by swscale only if the stream is not 8-bit 4:2:0)."""
-    encoding: dict[str, bool] = {}
+    encoding: dict = {}  # colour encoding of the returned planes, and their size
 
     def convert_for(info: VideoInfo):
         height, width = output_size(info.height, info.width, size, upscale)
@@ -199,7 +199,7 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
             native = frame.format.name in _NATIVE_420 and (frame.height, frame.width) == (height, width)
             encoding.setdefault("full_range", native and (frame.format.name == "yuvj420p"
                                                           or frame.color_range == _JPEG_RANGE))
-            encoding.setdefault("bt709", native and frame.colorspace == _BT709)
+            encoding.setdefault("bt709", frame.colorspace == _BT709)  # swscale rescales YUV without changing matrix
             return frame.to_ndarray() if native else frame.to_ndarray(format="yuv420p", width=width, height=height)
 
         encoding["shape"] = (height, width)
