@@ -6,7 +6,8 @@ horizontally and another vertically, and the class names both directions (`left-
 `right-down`). Motion wraps around the frame edges (a torus) and start positions are uniform, so every single
 frame, at any time step, has the same distribution for every class, and so has the unordered set of frames:
 only the order of frames tells the class. A model without temporal modelling (average pooling over frames)
-scores at chance.
+scores at chance. Train without horizontal flips (`AugmentConfig(flip=0.0)`): a mirrored video moves the
+other way, so a flip would change its class.
 """
 
 from __future__ import annotations
