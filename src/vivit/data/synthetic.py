@@ -1,13 +1,15 @@
-"""Synthetic motion videos whose class is the direction of motion: unlearnable without time.
+"""Synthetic motion videos whose class is the order of motions: unlearnable without temporal order.
 
-Every video shows squares of random colour and size gliding at constant speed over a textured, noisy
-background of random colour. With 2 classes one square moves `left` or `right`; with 4 classes one square moves
-horizontally and another vertically, and the class names both directions (`left-up`, `left-down`, `right-up`,
-`right-down`). Motion wraps around the frame edges (a torus) and start positions are uniform, so every single
-frame, at any time step, has the same distribution for every class, and so has the unordered set of frames:
-only the order of frames tells the class. A model without temporal modelling (average pooling over frames)
-scores at chance. Train without horizontal flips (`AugmentConfig(flip=0.0)`): a mirrored video moves the
-other way, so a flip would change its class.
+Every video shows squares of random colour and size over a textured, noisy background of random colour. Each
+square glides one way for the first half of the video and back the other way for the second half. With 2
+classes one square moves `left-right` (left first, then right) or `right-left`; with 4 classes a second square
+does the same vertically, and the class names both (`left-right+up-down`, ...). Motion wraps around the frame
+edges (a torus) and start positions are uniform, so every single frame, at any time step, has the same
+distribution for every class; so has the unordered set of frames, and even the unordered set of (position,
+frame-to-frame motion) pairs: only the order of the motions tells the class. A model that pools over time
+without modelling order (the average-pool baseline, even with 2-frame tubelets) scores at chance.
+Train without horizontal flips (`AugmentConfig(flip=0.0)`): a mirrored video moves the other way, so a flip
+would change its class.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from vivit.errors import ConfigError
 
 # zerolatency (no lookahead threads, no B-frames): the first encode of a process otherwise sometimes differs
 X264_OPTIONS = {"crf": "12", "preset": "medium", "tune": "zerolatency"}
-CLASS_NAMES = {2: ["left", "right"], 4: ["left-down", "left-up", "right-down", "right-up"]}
+CLASS_NAMES = {2: ["left-right", "right-left"],
+               4: ["left-right+down-up", "left-right+up-down", "right-left+down-up", "right-left+up-down"]}
 
 
 def _coverage(position: np.ndarray, extent: float, length: int) -> np.ndarray:
@@ -35,17 +38,18 @@ def _coverage(position: np.ndarray, extent: float, length: int) -> np.ndarray:
 
 
 def render(directions: list[tuple[int, int]], frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 video (T, size, size, 3) with one square per (dx, dy) unit direction."""
+    """uint8 video (T, size, size, 3) with one square per (dx, dy) unit direction of its first half."""
     background = rng.uniform(0.2, 0.8, 3)
     texture = background + rng.normal(0, 0.08, (size, size, 3))
     video = np.broadcast_to(texture, (frames, size, size, 3)).copy()
-    t = np.arange(frames)
+    middle = (frames - 1) / 2
+    there_and_back = middle - np.abs(np.arange(frames) - middle)  # 0, 1, ..., middle, ..., 1, 0
     for dx, dy in directions:
         side = rng.uniform(0.15, 0.25) * size
         speed = rng.uniform(1 / 32, 1 / 16) * size  # pixels per frame
         colour = np.mod(background + rng.uniform(0.3, 0.7, 3), 1.0)  # far from the background in every channel
-        x = rng.uniform(0, size) + dx * speed * t
-        y = rng.uniform(0, size) + dy * speed * t
+        x = rng.uniform(0, size) + dx * speed * there_and_back
+        y = rng.uniform(0, size) + dy * speed * there_and_back
         alpha = (_coverage(y, side, size)[:, :, None] * _coverage(x, side, size)[:, None, :])[..., None]
         video = video * (1 - alpha) + colour * alpha
     video += rng.normal(0, 0.03, video.shape)
@@ -53,9 +57,9 @@ def render(directions: list[tuple[int, int]], frames: int, size: int, rng: np.ra
 
 
 def class_directions(name: str) -> list[tuple[int, int]]:
-    """`left` -> [(-1, 0)]; `right-up` -> [(1, 0), (0, -1)] (image y points down)."""
+    """First-half directions: `left-right` -> [(-1, 0)]; `right-left+up-down` -> [(1, 0), (0, -1)] (y points down)."""
     unit = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
-    return [unit[part] for part in name.split("-")]
+    return [unit[mover.split("-")[0]] for mover in name.split("+")]
 
 
 def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 64, frames: int = 16, size: int = 32,
@@ -80,7 +84,7 @@ def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 64, f
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", help="output folder (gets train/ and val/ sub-folders)")
     parser.add_argument("--classes", type=int, default=4, choices=sorted(CLASS_NAMES),
-                        help="2: left/right; 4: a horizontal and a vertical mover (default)")
+                        help="2: one square, left-right or right-left; 4: a horizontal and a vertical square (default)")
     parser.add_argument("--videos-per-class", type=int, default=64)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=32, help="height = width in pixels (even)")
