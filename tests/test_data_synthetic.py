@@ -99,6 +99,15 @@ def test_motion_order_recovers_the_class(videos):
         assert (np.array(predicted) == labels).mean() > 0.9
 
 
+def test_direction_task_is_recovered_from_total_motion(tmp_path):
+    out = generate(tmp_path / "d", classes=4, videos_per_class=8, frames=FRAMES, size=SIZE, task="direction")
+    samples, classes = find_samples(out, "train")
+    assert classes == ["left+down", "left+up", "right+down", "right+up"]
+    for path, label in samples:
+        dx, dy = motion(read_frames(path, range(FRAMES)).astype(np.float32) / 255)
+        assert classes[label] == ("right" if dx > 0 else "left") + "+" + ("down" if dy > 0 else "up")
+
+
 def test_cli_synth_and_check_data(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
