@@ -47,13 +47,13 @@ def frame_features(frames: np.ndarray) -> np.ndarray:
 
 
 def motion(video: np.ndarray) -> tuple[float, float]:
-    """Signed horizontal and vertical motion: correlation of consecutive foregrounds under +-1, +-2 pixel shifts."""
+    """Signed horizontal and vertical motion: correlation of consecutive foregrounds under +-1..4 pixel shifts."""
     fg = np.abs(video - np.median(video, 0)).sum(-1)
     fg -= fg.mean((1, 2), keepdims=True)
     score = []
     for axis in (2, 1):
         score.append(sum((fg[1:] * np.roll(fg[:-1], k, axis)).sum() - (fg[1:] * np.roll(fg[:-1], -k, axis)).sum()
-                         for k in (1, 2)))
+                         for k in (1, 2, 3, 4)))
     return score[0], score[1]
 
 

@@ -67,7 +67,7 @@ def render(directions: list[tuple[int, int]], frames: int, size: int, rng: np.ra
     path = _path(frames, task)
     for dx, dy in directions:
         side = rng.uniform(0.15, 0.25) * size
-        speed = rng.uniform(1 / 32, 1 / 16) * size  # pixels per frame
+        speed = rng.uniform(1 / 16, 1 / 8) * size  # pixels per frame
         colour = np.mod(background + rng.uniform(0.3, 0.7, 3), 1.0)  # far from the background in every channel
         x = rng.uniform(0, size) + dx * speed * path
         y = rng.uniform(0, size) + dy * speed * path
