@@ -83,7 +83,7 @@ def class_directions(name: str) -> list[tuple[int, int]]:
     return [unit[mover.split("-")[0]] for mover in name.split("+")]
 
 
-def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 64, frames: int = 16, size: int = 32,
+def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 256, frames: int = 16, size: int = 32,
              seed: int = 0, val_fraction: float = 0.25, fps: float = 8, task: str = "order",
              progress: bool = False) -> Path:
     """Write H.264 mp4 files to `out/{train,val}/<class>/NNNNN.mp4`; the same seed gives the same videos.
@@ -113,7 +113,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="2: one square moving horizontally; 4: a horizontal and a vertical square (default)")
     parser.add_argument("--task", default="order", choices=TASKS,
                         help="order: there and back, class = order of directions (default); direction: straight on")
-    parser.add_argument("--videos-per-class", type=int, default=64)
+    parser.add_argument("--videos-per-class", type=int, default=256)
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--size", type=int, default=32, help="height = width in pixels (even)")
     parser.add_argument("--fps", type=float, default=8)
