@@ -7,5 +7,6 @@ from vivit.data.mixup import mixup, soft_targets
 from vivit.data.sources import read_labels, write_labels
 from vivit.data.transforms import AugmentConfig
 
-__all__ = ["AugmentConfig", "Batch", "VideoDataset", "VideoInfo", "VideoLoader", "build_dataset", "make_loader",
-           "Yuv420", "mixup", "probe", "read_clip", "read_clip_yuv", "read_frames", "read_labels", "soft_targets", "write_labels"]
+__all__ = ["AugmentConfig", "Batch", "VideoDataset", "VideoInfo", "VideoLoader", "Yuv420", "build_dataset",
+           "make_loader", "mixup", "probe", "read_clip", "read_clip_yuv", "read_frames", "read_labels",
+           "soft_targets", "write_labels"]
