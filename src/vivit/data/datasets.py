@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vivit.data.sampling import clip_span, eval_clips, eval_uniform, random_clip, random_uniform
-from vivit.data.decode import VideoInfo, read_clip_yuv
+from vivit.data.decode import DECODE_ERRORS, VideoInfo, read_clip_yuv
 from vivit.data.sources import find_samples
 from vivit.data.transforms import AugmentConfig, eval_transform, train_transform
 from vivit.errors import ConfigError, DataError
@@ -84,7 +84,7 @@ class VideoDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
         try:
             return self.read(index)
-        except (OSError, ValueError, RuntimeError, EOFError, DataError) as e:  # av errors are OSError/ValueError
+        except DECODE_ERRORS as e:
             log.warning("skipping %s: %s", self.samples[index][0], failure_reason(e))
             return None
 

@@ -20,6 +20,9 @@ import numpy as np
 
 from vivit.errors import DataError
 
+# what a broken or unreadable file raises: PyAV's errors are OSError / ValueError subclasses
+DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, DataError)
+
 Size = int | tuple[int, int] | None  # None: native size; int: short side; (height, width): exact size
 
 
@@ -77,7 +80,7 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
-    """(height, width) of a decoded frame: native, short side scaled to `size` (never up unless `upscale`), or (h, w)."""
+    """(height, width) of a decoded frame: native, short side scaled to `size` (up only if `upscale`), or (h, w)."""
     if size is None or (isinstance(size, int) and not upscale and size >= min(height, width)):
         return height, width
     if isinstance(size, int):
@@ -140,8 +143,12 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
     return np.stack([found[int(i)] for i in indices])
 
 
+Converter = Callable[[av.VideoFrame], np.ndarray]
+
+
 def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
-               convert_for: Callable[[VideoInfo], Callable[[av.VideoFrame], np.ndarray]]) -> tuple[np.ndarray, VideoInfo]:
+               convert_for: Callable[[VideoInfo], Converter]) -> tuple[np.ndarray, VideoInfo]:
+    """Open once, read the metadata, choose indices, decode them with the converter made for this video."""
     path = Path(path)
     with av.open(str(path)) as container:
         stream = _video_stream(container)
