@@ -111,6 +111,9 @@ def test_bad_files_are_skipped_warned_and_counted(root, tmp_path, caplog):
     skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
     assert len(skips) == 5 and all(any(str(p) in line for line in skips) for p in bad.values())
     assert all("\n" not in line and line.split(": ", 1)[1] for line in skips)
+    workers = make_loader(ds, batch_size=3, shuffle=True, num_workers=2)  # counts come back from worker processes
+    assert sum(b.skipped for b in workers) == 5 == workers.skipped
+    assert sorted(i for b in workers for i in b.indices.tolist()) == [0, 1]
 
 
 def test_a_dataset_where_every_file_fails_stops_with_a_clear_error(root, tmp_path):
