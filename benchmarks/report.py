@@ -34,6 +34,19 @@ def targets(r: dict) -> list[tuple[str, float, float, bool]]:
     return rows
 
 
+def one_line(res: dict) -> str:
+    """A progress line for one finished comparison."""
+    parts = [f"{kind} {res[f'{kind}_speedup']:.2f}x (ours {res[f'{kind}_ms']['ours']:.0f} ms, theirs {res[f'{kind}_ms']['theirs']:.0f} ms)"
+             for kind in ("forward", "train") if f"{kind}_speedup" in res]
+    if "rows" in res:
+        parts = [f"{row['model']}: {row['latency_ms']:.0f} ms, MFU {row['mfu']:.0%}" for row in res["rows"]]
+    if "compile_s" in res:
+        parts = [f"compiled {res['speedup']:.2f}x eager (compile {res['compile_s']:.0f} s)"]
+    if "max_abs_diff" in res:
+        parts.append(f"max abs diff {res['max_abs_diff']:.1e}")
+    return "; ".join(parts)
+
+
 def markdown(r: dict) -> str:
     m = r["meta"]
     out = [f"Measured {m['date']} on {m['machine']} ({m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "

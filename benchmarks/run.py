@@ -122,6 +122,7 @@ def main() -> None:
     for part in args.parts:
         print(f"[bench] {part} ...", flush=True)
         res = in_child(part, args)
+        print(f"[bench] {part}: {report.one_line(res)}", flush=True)
         if part.startswith("hf-"):
             results["hf"][part[3:]] = res
         elif part.startswith("vitpytorch-"):
