@@ -44,8 +44,9 @@ def child(preset: str, checkpointing: bool, overrides: dict) -> dict:
     start = time.perf_counter()
     with peak_memory(torch.device("cpu")) as mem:
         step()
-    return {"step_ms": (time.perf_counter() - start) * 1e3, "preset": preset, "overrides": overrides, "checkpointing": checkpointing, "step_peak_mb": mem["peak_mb"],
-            "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    step_ms = (time.perf_counter() - start) * 1e3
+    return {"preset": preset, "overrides": overrides, "checkpointing": checkpointing, "step_ms": step_ms,
+            "step_peak_mb": mem["peak_mb"], "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
