@@ -99,7 +99,7 @@ def chart(r: dict, path: Path) -> None:
     for variant, res in r["vitpytorch"].items():
         for kind in ("forward", "train"):
             if f"{kind}_speedup" in res:
-                labels.append(f"{'M2' if variant == 'fe' else 'M3'} {kind[:5]}\nvs vit-pytorch")
+                labels.append(f"{'M2' if variant == 'fe' else 'M3'} {'fwd' if kind == 'forward' else kind}\nvs vit-pt")
                 values.append(res[f"{kind}_speedup"])
     axes[0].bar(labels, values, color="tab:blue")
     axes[0].axhline(1.0, color="black", lw=0.8)
