@@ -20,7 +20,9 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.num_heads)
+        # Split along a middle axis so the backward stacks the q/k/v gradients straight into (B, N, 3D).
+        qkv = rearrange(self.qkv(x), "b n (three h e) -> b n three h e", three=3, h=self.num_heads)
+        q, k, v = (z.transpose(1, 2) for z in qkv.unbind(2))  # (B, H, N, E) views
         x = self.attend(q, k, v, grid)  # (B, H, N, E)
         return self.proj_drop(self.proj(rearrange(x, "b h n e -> b n (h e)")))
 

@@ -34,7 +34,8 @@ class TubeletEmbedding(nn.Module):
         self.proj = nn.Conv3d(in_channels, dim, kernel_size=self.tubelet, stride=self.tubelet)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return rearrange(self.proj(video), "b d t h w -> b t (h w) d")
+        # Contiguous tokens: a (B, D, ...) layout would leak into every later add and LayerNorm.
+        return rearrange(self.proj(video), "b d t h w -> b t (h w) d").contiguous()
 
     @torch.no_grad()
     def load_image_kernel(self, kernel2d: torch.Tensor, bias: torch.Tensor | None, init: str = "central_frame") -> None:

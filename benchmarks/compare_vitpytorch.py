@@ -1,0 +1,63 @@
+"""Our Model 2 and Model 3 against vit-pytorch's ViViT (`factorized_encoder`, `factorized_self_attention`)
+at matched width, depth, heads, MLP size, tubelet and classifier.
+
+The architectures differ in details (vit-pytorch: no qkv bias, LayerNorms around the patch projection,
+exact GELU), so weights are not shared; parameter counts are reported next to the timings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+import vivit
+from timing import forward_fn, interleave, speedup, summarise, train_step_fn
+from vivit.config import ViViTConfig
+
+VARIANTS = {"fe": "factorized_encoder", "fsa": "factorized_self_attention"}
+
+
+def load_module() -> ModuleType:
+    """`vit_pytorch.vivit` without the package `__init__` (which imports the unused torchvision)."""
+    spec = importlib.util.find_spec("vit_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("vit-pytorch is not installed: pip install --no-deps vit-pytorch")
+    path = Path(next(iter(spec.submodule_search_locations))) / "vivit.py"
+    module_spec = importlib.util.spec_from_file_location("vit_pytorch_vivit", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def build_theirs(cfg: ViViTConfig) -> torch.nn.Module:
+    """vit-pytorch's ViViT with our config's sizes ("fe": cls pooling; "fsa": mean pooling, as ours)."""
+    fsa = cfg.variant == "fsa"
+    return load_module().ViViT(
+        image_size=cfg.image_size, image_patch_size=cfg.tubelet[1:], frames=cfg.num_frames,
+        frame_patch_size=cfg.tubelet[0], num_classes=cfg.num_classes, dim=cfg.width, spatial_depth=cfg.depth,
+        temporal_depth=cfg.depth if fsa else cfg.temporal_depth, heads=cfg.num_heads,
+        dim_head=cfg.width // cfg.num_heads, mlp_dim=cfg.mlp_dim, pool="mean" if fsa else "cls",
+        channels=cfg.in_channels, variant=VARIANTS[cfg.variant],
+    )
+
+
+def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) -> dict:
+    """Forward (inference mode) and, if train_rounds, a training step of ours vs vit-pytorch, interleaved."""
+    torch.manual_seed(0)
+    ours, theirs = vivit.ViViT(cfg), build_theirs(cfg)
+    video = torch.randn(batch, cfg.in_channels, cfg.num_frames, *cfg.image_size)  # both read (B, C, T, H, W)
+    target = torch.randint(cfg.num_classes, (batch,))
+    result = {"params_ours": sum(p.numel() for p in ours.parameters()),
+              "params_theirs": sum(p.numel() for p in theirs.parameters())}
+    fwd = interleave({"ours": forward_fn(ours, lambda: ours(video)), "theirs": forward_fn(theirs, lambda: theirs(video))}, rounds)
+    result["forward_ms"] = summarise(fwd)
+    result["forward_speedup"] = speedup(fwd["ours"], fwd["theirs"])
+    if train_rounds:
+        train = interleave({"ours": train_step_fn(ours, lambda: ours(video), target),
+                            "theirs": train_step_fn(theirs, lambda: theirs(video), target)}, train_rounds)
+        result["train_ms"] = summarise(train)
+        result["train_speedup"] = speedup(train["ours"], train["theirs"])
+    return result

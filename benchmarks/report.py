@@ -1,0 +1,141 @@
+"""Benchmark results -> markdown tables, a PNG bar chart, JSON, and the README's Performance table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+SIZE_NAMES = {"b": "ViViT-B", "s": "small (384 wide, 6 heads, 12 layers)"}
+VITPYTORCH_NAMES = {"fe": "Model 2 (factorised encoder)", "fsa": "Model 3 (factorised self-attention)"}
+
+
+def targets(r: dict) -> list[tuple[str, float, float, bool]]:
+    """(claim, measured, required, met) for each target of the performance issue."""
+    rows = []
+    for size, res in r["hf"].items():
+        rows.append((f"Model 1 forward vs HF, {SIZE_NAMES[size]}", res["forward_speedup"], 1.2, res["forward_speedup"] >= 1.2))
+        rows.append((f"Model 1 training step vs HF, {SIZE_NAMES[size]}", res["train_speedup"], 1.1, res["train_speedup"] >= 1.1))
+    for variant, res in r["vitpytorch"].items():
+        for kind in ("forward", "train"):
+            if f"{kind}_speedup" in res:
+                value = res[f"{kind}_speedup"]
+                rows.append((f"{VITPYTORCH_NAMES[variant]} {kind} vs vit-pytorch", value, 1.2, value >= 1.2))
+    fe = next(row for row in r["variants"]["rows"] if row["preset"].endswith("-fe"))
+    rows.append(("Model 2 forward MFU (fp32 GEMM peak)", fe["mfu"], 0.6, fe["mfu"] >= 0.6))
+    mem = r["memory"]
+    cut = mem["off"]["step_peak_mb"] / mem["on"]["step_peak_mb"]
+    rows.append(("Gradient checkpointing memory cut, Model 1", cut, 2.0, cut >= 2.0))
+    return rows
+
+
+def one_line(res: dict) -> str:
+    """A progress line for one finished comparison."""
+    parts = [f"{kind} {res[f'{kind}_speedup']:.2f}x (ours {res[f'{kind}_ms']['ours']:.0f} ms, theirs {res[f'{kind}_ms']['theirs']:.0f} ms)"
+             for kind in ("forward", "train") if f"{kind}_speedup" in res]
+    if "rows" in res:
+        parts = [f"{row['model']}: {row['latency_ms']:.0f} ms, MFU {row['mfu']:.0%}" for row in res["rows"]]
+    if "compile_s" in res:
+        parts = [f"compiled {res['speedup']:.2f}x eager (compile {res['compile_s']:.0f} s)"]
+    if "max_abs_diff" in res:
+        parts.append(f"max abs diff {res['max_abs_diff']:.1e}")
+    return "; ".join(parts)
+
+
+def markdown(r: dict) -> str:
+    m = r["meta"]
+    out = [f"Measured {m['date']} on {m['machine']} ({m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "
+           f"transformers {m['transformers']}, vit-pytorch {m['vit_pytorch']}. Batch 1, fp32, {m['frames']} frames at "
+           f"{m['image_size']} px, tubelet 2x16x16. Medians of interleaved rounds; speed-up = median over rounds of "
+           "theirs / ours (> 1: ours is faster).", "",
+           "| comparison | ours ms | theirs ms | speed-up | target | met |", "|---|---:|---:|---:|---:|---|"]
+    for size, res in r["hf"].items():
+        for kind, target in (("forward", 1.2), ("train", 1.1)):
+            out.append(f"| Model 1 {kind} vs HF `VivitForVideoClassification`, {SIZE_NAMES[size]} | "
+                       f"{res[f'{kind}_ms']['ours']:.0f} | {res[f'{kind}_ms']['theirs']:.0f} | {res[f'{kind}_speedup']:.2f}x | "
+                       f"{target}x | {'yes' if res[f'{kind}_speedup'] >= target else 'no'} |")
+    for variant, res in r["vitpytorch"].items():
+        for kind in ("forward", "train"):
+            if f"{kind}_speedup" in res:
+                out.append(f"| {VITPYTORCH_NAMES[variant]} {kind} vs vit-pytorch, ViViT-B | {res[f'{kind}_ms']['ours']:.0f} | "
+                           f"{res[f'{kind}_ms']['theirs']:.0f} | {res[f'{kind}_speedup']:.2f}x | 1.2x | "
+                           f"{'yes' if res[f'{kind}_speedup'] >= 1.2 else 'no'} |")
+    diffs = ", ".join(f"{SIZE_NAMES[s]} {res['max_abs_diff']:.1e}" for s, res in r["hf"].items())
+    out += ["", f"Logits of ours vs HF after weight conversion, max abs diff: {diffs}.", ""]
+    v = r["variants"]
+    out += [f"Variants at ViViT-B (FE temporal depth 4, 400 classes); fp32 GEMM peak {v['gemm_peak_gflops']:.0f} GFLOP/s "
+            f"({v['gemm_n']}^2 matmul in the same rounds). Paper runtimes are TPU-v3 at 32 frames: compare the order.", "",
+            "| model | params M | GFLOPs | ms | GFLOP/s | MFU | paper TPU ms |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in v["rows"]:
+        out.append(f"| {row['model']} | {row['params_m']:.1f} | {row['gflops']:.0f} | {row['latency_ms']:.0f} | "
+                   f"{row['gflops_per_s']:.0f} | {row['mfu']:.0%} | {row['paper_runtime_ms']} |")
+    mem = r["memory"]
+    out += ["", "Training-step peak memory, Model 1 ViViT-B (rise of the resident set during one step, fresh process):", "",
+            "| gradient checkpointing | step peak MiB | process peak MiB | ms per step |", "|---|---:|---:|---:|"]
+    for key in ("off", "on"):
+        out.append(f"| {key} | {mem[key]['step_peak_mb']:.0f} | {mem[key]['process_peak_mb']:.0f} | {mem[key]['step_ms']:.0f} |")
+    if r.get("compile"):
+        c = r["compile"]
+        out += ["", f"`torch.compile` (inductor), Model 1 {SIZE_NAMES[c['size']]} forward: eager {c['forward_ms']['eager']:.0f} ms, "
+                f"compiled {c['forward_ms']['compiled']:.0f} ms ({c['speedup']:.2f}x; compile time {c['compile_s']:.0f} s)."]
+    out += ["", "| target | measured | required | met |", "|---|---:|---:|---|"]
+    out += [f"| {claim} | {value:.2f} | {req} | {'yes' if ok else 'no'} |" for claim, value, req, ok in targets(r)]
+    if r.get("data_pipeline"):
+        out += ["", "Data pipeline (`benchmarks/data_pipeline.py`):", "", "```", r["data_pipeline"].strip(), "```"]
+    return "\n".join(out) + "\n"
+
+
+def chart(r: dict, path: Path) -> None:
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    labels, values = [], []
+    for size, res in r["hf"].items():
+        labels += [f"M1 fwd\nvs HF {size.upper()}", f"M1 train\nvs HF {size.upper()}"]
+        values += [res["forward_speedup"], res["train_speedup"]]
+    for variant, res in r["vitpytorch"].items():
+        for kind in ("forward", "train"):
+            if f"{kind}_speedup" in res:
+                labels.append(f"{'M2' if variant == 'fe' else 'M3'} {'fwd' if kind == 'forward' else kind}\nvs vit-pt")
+                values.append(res[f"{kind}_speedup"])
+    axes[0].bar(labels, values, color="tab:blue")
+    axes[0].axhline(1.0, color="black", lw=0.8)
+    axes[0].axhline(1.2, color="tab:red", ls="--", lw=0.8, label="1.2x target")
+    axes[0].set_ylabel("speed-up (theirs / ours)")
+    axes[0].tick_params(axis="x", labelsize=7)
+    axes[0].legend()
+    rows = r["variants"]["rows"]
+    names = [row["model"].split(":")[0] + ("\navg-pool" if "Average" in row["model"] else "") for row in rows]
+    base_ours, base_paper = rows[0]["latency_ms"], rows[0]["paper_runtime_ms"]
+    x = range(len(rows))
+    axes[1].bar([i - 0.2 for i in x], [row["latency_ms"] / base_ours for row in rows], 0.4, label="ours (CPU)")
+    axes[1].bar([i + 0.2 for i in x], [row["paper_runtime_ms"] / base_paper for row in rows], 0.4, label="paper (TPU-v3)")
+    axes[1].set_xticks(list(x), names, fontsize=7)
+    axes[1].set_ylabel("latency relative to Model 1")
+    axes[1].legend()
+    mem = r["memory"]
+    axes[2].bar(["no checkpointing", "checkpointing"], [mem["off"]["step_peak_mb"], mem["on"]["step_peak_mb"]], color="tab:green")
+    axes[2].set_ylabel("training-step peak MiB (Model 1, ViViT-B)")
+    fig.suptitle(f"vivit benchmarks, {r['meta']['date']}, {r['meta']['machine']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(r: dict, out_dir: Path, readme: Path | None = None) -> str:
+    """Write latest.{md,png,json} to out_dir; replace the README table between the bench markers."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = markdown(r)
+    (out_dir / "latest.md").write_text(text)
+    (out_dir / "latest.json").write_text(json.dumps(r, indent=2))
+    chart(r, out_dir / "latest.png")
+    if readme is not None and readme.exists():
+        content = readme.read_text()
+        if README_START in content and README_END in content:
+            head, rest = content.split(README_START, 1)
+            tail = rest.split(README_END, 1)[1]
+            readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
+    return text

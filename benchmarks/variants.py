@@ -1,0 +1,45 @@
+"""Our Table-2 row: forward latency of the four variants and the average-pool baseline at one size,
+next to the paper's TPU-v3 runtimes, with model FLOP utilisation against this machine's fp32 GEMM peak.
+
+MFU = (forward FLOPs from `vivit.profile.count_flops`) / median forward time / GEMM peak, where the
+peak is a large square fp32 `torch.matmul` timed in the same rounds as the models.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+
+import torch
+
+import vivit
+from timing import forward_fn, interleave
+from vivit.profile import PAPER_TABLE2, count_flops
+
+GEMM = "fp32 GEMM"
+
+
+def gemm_fn(n: int) -> tuple[Callable[[], torch.Tensor], int]:
+    """A (n x n) @ (n x n) fp32 matmul and its FLOP count (2 n^3)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return (lambda: torch.matmul(a, b)), 2 * n**3
+
+
+def compare(size: str, rounds: int, gemm_n: int = 4096, **overrides) -> dict:
+    """Interleaved forwards of the five Table-2 models (FE temporal depth 4) and the GEMM."""
+    models = {name: vivit.create_model(name.replace("-b-", f"-{size}-"), **overrides) for name in PAPER_TABLE2}
+    inputs = {name: torch.randn(1, m.config.in_channels, m.config.num_frames, *m.config.image_size) for name, m in models.items()}
+    gemm, gemm_flops = gemm_fn(gemm_n)
+    contenders = {GEMM: gemm}
+    contenders.update({name: forward_fn(m, lambda m=m, x=inputs[name]: m(x)) for name, m in models.items()})
+    times = interleave(contenders, rounds)
+    peak = statistics.median(gemm_flops / (t / 1e3) for t in times[GEMM])
+    rows = []
+    for name, m in models.items():
+        flops = count_flops(m.config)
+        ms = statistics.median(times[name])
+        rows.append(dict(preset=name.replace("-b-", f"-{size}-"), model=PAPER_TABLE2[name]["name"],
+                         params_m=sum(p.numel() for p in m.parameters()) / 1e6, gflops=flops / 1e9, latency_ms=ms,
+                         gflops_per_s=flops / ms / 1e6, mfu=flops / (ms / 1e3) / peak,
+                         paper_runtime_ms=PAPER_TABLE2[name]["runtime_ms"]))
+    return {"gemm_n": gemm_n, "gemm_peak_gflops": peak / 1e9, "rows": rows}

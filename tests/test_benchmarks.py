@@ -1,0 +1,56 @@
+"""The benchmark machinery on tiny models: weight conversion parity, interleaving, target verdicts (no timings asserted)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import compare_hf  # noqa: E402
+import report  # noqa: E402
+import timing  # noqa: E402
+import vivit  # noqa: E402
+
+TINY = vivit.PRESETS["vivit-ti-16x2-st"].replace(
+    num_frames=4, image_size=32, tubelet=(2, 8, 8), width=32, depth=2, num_heads=4, mlp_dim=64, num_classes=5
+)
+
+
+def test_hf_conversion_gives_equal_logits():
+    ours, hf = compare_hf.build_pair(TINY)
+    video = torch.randn(2, 3, 4, 32, 32)
+    with torch.inference_mode():
+        logits = ours(video)
+    assert logits.abs().max() > 1e-3  # HF's random head: a zero output would make parity vacuous
+    assert compare_hf.max_abs_diff(ours, hf, video) < 1e-5
+
+
+def test_hf_conversion_after_a_training_step_stays_equal():
+    ours, hf = compare_hf.build_pair(TINY)
+    video = torch.randn(1, 3, 4, 32, 32)
+    timing.train_step_fn(hf, lambda: hf(pixel_values=video.transpose(1, 2).contiguous()).logits, torch.tensor([1]))()
+    assert compare_hf.max_abs_diff(compare_hf.convert(hf, TINY).eval(), hf.eval(), video) < 1e-5
+    assert compare_hf.max_abs_diff(ours, hf, video) > 1e-6  # the step changed HF's weights, not ours
+
+
+def test_interleave_runs_every_contender_each_round_alternating_order():
+    calls = []
+    times = timing.interleave({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert [len(t) for t in times.values()] == [3, 3]
+    assert timing.speedup([1.0, 2.0, 4.0], [2.0, 2.0, 12.0]) == 2.0
+
+
+@pytest.mark.parametrize("speed, met", [(1.3, True), (1.1, False)])
+def test_report_flags_targets(speed, met):
+    side = {"forward_ms": {"ours": 1.0, "theirs": speed}, "train_ms": {"ours": 1.0, "theirs": speed},
+            "forward_speedup": speed, "train_speedup": speed, "max_abs_diff": 0.0}
+    results = {"hf": {"b": side}, "vitpytorch": {"fe": side},
+               "variants": {"rows": [{"preset": "vivit-b-16x2-fe", "mfu": 0.7}]},
+               "memory": {"off": {"step_peak_mb": 300.0}, "on": {"step_peak_mb": 100.0}}}
+    verdicts = {claim: ok for claim, _, _, ok in report.targets(results)}
+    assert verdicts["Model 1 forward vs HF, ViViT-B"] is met
+    assert verdicts["Model 2 (factorised encoder) forward vs vit-pytorch"] is met
+    assert verdicts["Model 2 forward MFU (fp32 GEMM peak)"] and verdicts["Gradient checkpointing memory cut, Model 1"]
