@@ -1,7 +1,7 @@
 """Our Model 1 against transformers' `VivitForVideoClassification` (SDPA attention) with equal weights.
 
 The HF model is built from our config, its weights are converted into ours, and the logits are
-compared before anything is timed. `convert` is the one line to switch to `vivit.weights.hf.from_hf`.
+compared before anything is timed. Weights go through `vivit.weights.hf.from_hf`, as a user's would.
 """
 
 from __future__ import annotations
@@ -12,47 +12,17 @@ from transformers import VivitConfig, VivitForVideoClassification
 import vivit
 from timing import forward_fn, interleave, speedup, summarise, train_step_fn
 from vivit.config import ViViTConfig
-
-# HF 5.x block sub-module -> ours; q/k/v are fused into attn.qkv in this order.
-BLOCK = {"layernorm_before": "norm1", "attention.o_proj": "attn.proj", "layernorm_after": "norm2",
-         "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
-QKV = ("attention.q_proj", "attention.k_proj", "attention.v_proj")
+from vivit.weights import hf as hf_weights
 
 
 def hf_config(cfg: ViViTConfig) -> VivitConfig:
-    """The HF config of the same Model 1 (tubelet, token classifier, tanh GELU, same eps)."""
-    return VivitConfig(
-        num_frames=cfg.num_frames, image_size=cfg.image_size[0], tubelet_size=list(cfg.tubelet),
-        hidden_size=cfg.width, num_hidden_layers=cfg.depth, num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.mlp_dim, hidden_act="gelu_fast", layer_norm_eps=cfg.layer_norm_eps,
-        qkv_bias=cfg.qkv_bias, num_labels=cfg.num_classes, attn_implementation="sdpa",
-    )
+    """The HF config of the same Model 1 (tubelet, token classifier, tanh GELU, same eps), SDPA attention."""
+    return VivitConfig(**hf_weights.hf_config(cfg), attn_implementation="sdpa")
 
 
-def from_hf(hf: VivitForVideoClassification, config: ViViTConfig) -> vivit.ViViT:
-    """Our Model 1 holding the weights of a HF ViViT classifier (strict key match)."""
-    sd = hf.state_dict()
-    out = {
-        "tokenizer.proj.weight": sd["vivit.embeddings.patch_embeddings.projection.weight"],
-        "tokenizer.proj.bias": sd["vivit.embeddings.patch_embeddings.projection.bias"],
-        "encoder.cls_token": sd["vivit.embeddings.cls_token"],
-        "encoder.pos_embed": sd["vivit.embeddings.position_embeddings"],
-        "encoder.norm.weight": sd["vivit.layernorm.weight"],
-        "encoder.norm.bias": sd["vivit.layernorm.bias"],
-        "head.weight": sd["classifier.weight"],
-        "head.bias": sd["classifier.bias"],
-    }
-    for i in range(config.depth):
-        hf_block, block = f"vivit.layers.{i}", f"encoder.blocks.{i}"
-        for p in ("weight", "bias"):
-            out.update({f"{block}.{ours}.{p}": sd[f"{hf_block}.{theirs}.{p}"] for theirs, ours in BLOCK.items()})
-            out[f"{block}.attn.qkv.{p}"] = torch.cat([sd[f"{hf_block}.{name}.{p}"] for name in QKV])
-    model = vivit.ViViT(config)
-    model.load_state_dict(out, strict=True)
-    return model
-
-
-convert = from_hf  # once merged: `from vivit.weights.hf import from_hf as convert`
+def convert(hf: VivitForVideoClassification, config: ViViTConfig) -> vivit.ViViT:
+    """Our Model 1 holding the HF model's weights, through the library's converter."""
+    return hf_weights.from_hf(hf, config)
 
 
 def build_pair(cfg: ViViTConfig, seed: int = 0) -> tuple[vivit.ViViT, VivitForVideoClassification]:
