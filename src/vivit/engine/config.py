@@ -233,7 +233,7 @@ def _reject_unknown(d: dict[str, Any], known: list[str], prefix: str) -> None:
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
-    """Check `value` against a field's type hint; ints are accepted for floats, lists for tuples."""
+    """Check `value` against a field's type hint; ints and numeric strings are accepted for floats, lists for tuples."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -242,6 +242,11 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return _coerce(name, value, inner[0])
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if origin is tuple and isinstance(value, (list, tuple)) and len(value) == len(args):
         return tuple(_coerce(name, v, a) for v, a in zip(value, args))
     expected = origin or hint
