@@ -1,0 +1,72 @@
+"""`vivit check-data ROOT`: list the videos of a dataset that cannot be decoded, without training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import av
+from tqdm import tqdm
+
+from vivit.data.datasets import failure_reason
+from vivit.data.decode import probe, read_frames
+from vivit.data.sources import SPLIT_FOLDERS, find_samples
+from vivit.errors import DataError
+
+
+def check_video(path: str | Path, full: bool = True) -> str | None:
+    """None when the video is usable, else the reason; `full` decodes every frame, else only the first."""
+    try:
+        if not full:
+            read_frames(path, [0])
+            return None
+        probe(path)
+        with av.open(str(path)) as container:
+            if not any(True for _ in container.decode(video=0)):
+                return "no frame could be decoded"
+    except (OSError, ValueError, RuntimeError, EOFError, DataError) as e:  # av errors are OSError/ValueError
+        return failure_reason(e)
+    return None
+
+
+def dataset_files(source: str | Path, split: str | None = None) -> list[Path]:
+    """Every video path of a source; a folder with split sub-folders and no `split` gives all splits."""
+    root = Path(source)
+    if split is None and root.is_dir() and any((root / s).is_dir() for s in SPLIT_FOLDERS):
+        return [p for s in SPLIT_FOLDERS if (root / s).is_dir() for p, _ in find_samples(root, s)[0]]
+    return [p for p, _ in find_samples(root, split)[0]]
+
+
+def check_dataset(source: str | Path, split: str | None = None, full: bool = True,
+                  progress: bool = False) -> tuple[int, list[tuple[Path, str]]]:
+    """(number of videos checked, [(path, reason)] of the bad ones)."""
+    files = dataset_files(source, split)
+    bad = []
+    for path in tqdm(files, desc="check-data", disable=not progress):
+        reason = check_video(path, full)
+        if reason is not None:
+            bad.append((path, reason))
+    return len(files), bad
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="dataset: class-per-folder root, list file (.txt) or Kinetics CSV")
+    parser.add_argument("--split", help="only this split (train/val/test folder or CSV split value)")
+    parser.add_argument("--quick", action="store_true", help="open and decode the first frame only")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Exit status 0 when every video decodes, 1 when some do not."""
+    total, bad = check_dataset(args.root, args.split, full=not args.quick,
+                               progress=not args.quiet and not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps({"checked": total, "bad": [{"file": str(p), "reason": r} for p, r in bad]}))
+    else:
+        for path, reason in bad:
+            print(f"{path}: {reason}")
+        print(f"{total - len(bad)} of {total} videos decode, {len(bad)} bad")
+    return 1 if bad else 0

@@ -1,0 +1,103 @@
+"""`VideoDataset`: decode a clip (or the test views) of one video and transform it; broken files are skipped."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vivit.data.sampling import clip_span, eval_clips, eval_uniform, random_clip, random_uniform
+from vivit.data.decode import VideoInfo, read_clip_yuv
+from vivit.data.sources import find_samples
+from vivit.data.transforms import AugmentConfig, eval_transform, train_transform
+from vivit.errors import ConfigError, DataError
+
+log = logging.getLogger("vivit.data")
+
+SAMPLINGS = ("clip", "uniform")
+
+
+def failure_reason(error: BaseException) -> str:
+    """A short reason without the file name (the warning names the file once)."""
+    return getattr(error, "strerror", None) or str(error) or type(error).__name__
+
+
+class VideoDataset(Dataset):
+    """Items are `(clip, label, index)`: train clip (C, T, S, S); eval views (V, C, T, S, S), V = clips x crops.
+
+    Training randomness comes from (seed, epoch, index) only, so it does not depend on workers or order.
+    """
+
+    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], *, train: bool, num_frames: int,
+                 frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
+                 augment: AugmentConfig | None = None, sampling: str = "clip", seed: int = 0):
+        if sampling not in SAMPLINGS:
+            raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+        if num_crops not in (1, 3) or num_clips < 1:
+            raise ConfigError(f"num_clips must be >= 1 and num_crops 1 or 3, got {num_clips} and {num_crops}")
+        clip_span(num_frames, frame_stride)  # validates both
+        if image_size < 1:
+            raise ConfigError(f"image_size must be >= 1, got {image_size}")
+        self.samples, self.classes = samples, classes
+        self.train, self.num_frames, self.frame_stride, self.image_size = train, num_frames, frame_stride, image_size
+        self.num_clips, self.num_crops, self.sampling = num_clips, num_crops, sampling
+        self.augment = augment or AugmentConfig()
+        self.seed, self.epoch = seed, 0
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self, info: VideoInfo, rng: np.random.Generator) -> list[np.ndarray]:
+        n = info.frames
+        if self.train:
+            if self.sampling == "uniform":
+                return [random_uniform(n, self.num_frames, rng)]
+            return [random_clip(n, self.num_frames, self.frame_stride, rng)]
+        if self.sampling == "uniform":
+            return eval_uniform(n, self.num_frames, self.num_clips)
+        return eval_clips(n, self.num_frames, self.frame_stride, self.num_clips)
+
+    def read(self, index: int) -> tuple[torch.Tensor, int, int]:
+        """Decode and transform one sample; raises on a broken file (`__getitem__` skips it instead)."""
+        path, label = self.samples[index]
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        short_side = self.augment.resize_to(self.image_size)
+        # native size: the crop is resized once, in uint8, which is cheaper than scaling every frame in swscale
+        frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)))
+        if self.train:
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            return train_transform(frames, self.image_size, self.augment, generator, short_side), label, index
+        clips = [replace(frames, data=frames.data[i:i + self.num_frames])
+                 for i in range(0, len(frames.data), self.num_frames)]
+        views = [eval_transform(c, self.image_size, self.num_crops, self.augment.normalization, short_side)
+                 for c in clips]
+        return torch.cat(views), label, index
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
+        try:
+            return self.read(index)
+        except (OSError, ValueError, RuntimeError, EOFError, DataError) as e:  # av errors are OSError/ValueError
+            log.warning("skipping %s: %s", self.samples[index][0], failure_reason(e))
+            return None
+
+
+def build_dataset(source: str | Path | Sequence[str | Path], *, split: str | None = None, train: bool,
+                  num_frames: int, frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
+                  augment: AugmentConfig | None = None, classes: list[str] | None = None,
+                  sampling: str = "clip", seed: int = 0) -> VideoDataset:
+    """A dataset from a class-per-folder root, a list file, a Kinetics CSV or a list of paths (label -1)."""
+    samples, names = find_samples(source, split, classes)
+    if not samples:
+        where = source if not isinstance(source, (list, tuple)) else "the given path list"
+        raise DataError(f"no videos found in {where}" + (f" (split {split!r})" if split else ""))
+    return VideoDataset(samples, names, train=train, num_frames=num_frames, frame_stride=frame_stride,
+                        image_size=image_size, num_clips=num_clips, num_crops=num_crops, augment=augment,
+                        sampling=sampling, seed=seed)
