@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -113,6 +114,12 @@ class ViViT(nn.Module):
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(video))
+
+    def save_pretrained(self, path: str | Path, labels: list[str] | None = None) -> Path:
+        """Write config.json + model.safetensors (+ labels.txt) to a folder; `vivit.load_pretrained` reads it."""
+        from vivit.weights.store import save_pretrained  # the weights package imports this module
+
+        return save_pretrained(self, path, labels)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""

@@ -1,0 +1,75 @@
+"""`vivit convert --from {hf,scenic,image-vit} SRC DST`: write a foreign checkpoint in our folder format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from vivit.config import VARIANTS
+from vivit.model.tokenizers import TUBELET_INITS
+from vivit.model.vivit import ViViT
+from vivit.weights import hf, image_vit, scenic
+from vivit.weights.store import LoadReport, read_json
+
+SOURCES = ("hf", "scenic", "image-vit")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint kind")
+    parser.add_argument("src", help="HF folder/file, Scenic msgpack checkpoint, or image ViT (.npz/.safetensors/.bin/folder)")
+    parser.add_argument("dst", help="output folder (config.json + model.safetensors [+ labels.txt])")
+    parser.add_argument("--variant", choices=sorted(VARIANTS),
+                        help="image-vit: the video variant to build (default st); scenic: 'fdp' for Model 4 checkpoints")
+    parser.add_argument("--frames", type=int, help="frames of the converted model (pos-embeds are resampled)")
+    parser.add_argument("--size", type=int, help="height = width of the converted model (pos-embeds are resampled)")
+    parser.add_argument("--classes", type=int, help="number of classes (a new head when it differs)")
+    parser.add_argument("--dynamic-size", action="store_true", help="let the saved model run other frame counts and sizes")
+    parser.add_argument("--source-frames", type=int, default=32, help="scenic: frames the checkpoint was trained on (default 32)")
+    parser.add_argument("--fsa-order", default="time_space", choices=("time_space", "space_time"),
+                        help="scenic Model 3: attention order (official default time_space)")
+    parser.add_argument("--tubelet-init", default="central_frame", choices=TUBELET_INITS, help="image-vit: 2D-to-3D kernel init")
+    parser.add_argument("--fsa-temporal-init", default="copy", choices=image_vit.FSA_TEMPORAL_INITS,
+                        help="image-vit Model 3: copy the image attention (official) or zero (paper)")
+    parser.add_argument("--pos-interpolation", default="bicubic", choices=image_vit.POS_INTERPOLATIONS,
+                        help="image-vit: spatial resize of the positional embedding")
+    parser.add_argument("--labels", type=Path, help="a text file of class names, one a line, saved with the model")
+    parser.add_argument("--json", action="store_true", help="machine-readable output (the load report)")
+
+
+def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | None]:
+    overrides: dict[str, Any] = {k: v for k, v in dict(num_frames=args.frames, image_size=args.size,
+                                                       num_classes=args.classes).items() if v is not None}
+    if args.dynamic_size:
+        overrides["dynamic_size"] = True
+    labels = None
+    if args.source == "hf":
+        model, report = hf.load_hf(args.src, **overrides)
+        src = Path(args.src)
+        config = (src if src.is_dir() else src.parent) / "config.json"
+        labels = hf.labels_from_hf(read_json(config)) if config.exists() else None
+    elif args.source == "scenic":
+        model, report = scenic.load_scenic(args.src, args.source_frames, args.variant, args.fsa_order, **overrides)
+    else:
+        image = image_vit.read_image_vit(args.src)
+        frames = overrides.pop("num_frames", 32)
+        model = ViViT(image_vit.config_for_image_vit(image, args.variant or "st", frames, **overrides))
+        report = image_vit.init_from_image_vit(model, image, args.tubelet_init, args.fsa_temporal_init, args.pos_interpolation)
+    if args.labels is not None:
+        labels = args.labels.read_text().splitlines()
+    elif labels is not None and len(labels) != model.config.num_classes:
+        labels = None  # the checkpoint's class names do not fit a replaced head
+    return model, report, labels
+
+
+def run(args: argparse.Namespace) -> int:
+    model, report, labels = convert(args)
+    model.save_pretrained(args.dst, labels)
+    if args.json:
+        print(json.dumps({"dst": str(args.dst), "config": model.config.to_dict(), "report": report.to_dict()}, indent=2))
+    else:
+        print(report.summary())
+        params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"saved {model.config.variant} model ({params_m:.2f} M params) to {args.dst}")
+    return 0

@@ -1,0 +1,220 @@
+"""Hugging Face transformers ViViT (`VivitModel`, `VivitForVideoClassification`) <-> ours (Model 1).
+
+HF only implements Model 1 with a tubelet tokeniser and a cls token. Its inputs are `pixel_values`
+(B, T, C, H, W); ours are (B, C, T, H, W): `video = pixel_values.transpose(1, 2)`.
+Both key generations are read: transformers 5.x (`layers.i.attention.q_proj`, `mlp.fc1`) and 4.x
+(`encoder.layer.i.attention.attention.query`, `intermediate.dense`). The mapping goes through the
+timm layout (`blocks.i.attn.qkv`, ...), which HF's image `ViTModel` shares (see `image_vit`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vivit.config import ViViTConfig
+from vivit.errors import ConfigError, VivitError
+from vivit.model.vivit import ViViT
+from vivit.weights.store import LoadReport, build, read_json, read_state_dict
+
+# HF 5.x block sub-module -> timm/ours block sub-module (each has .weight and .bias).
+BLOCK_V5 = {"layernorm_before": "norm1", "attention.o_proj": "attn.proj", "layernorm_after": "norm2",
+            "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+QKV_V5 = ("attention.q_proj", "attention.k_proj", "attention.v_proj")  # fused into attn.qkv in this order
+# HF 4.x block sub-module -> 5.x block sub-module.
+BLOCK_V4_TO_V5 = {"attention.attention.query": "attention.q_proj", "attention.attention.key": "attention.k_proj",
+                  "attention.attention.value": "attention.v_proj", "attention.output.dense": "attention.o_proj",
+                  "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2",
+                  "layernorm_before": "layernorm_before", "layernorm_after": "layernorm_after"}
+# HF activation name -> our gelu_approximation.
+HF_ACTIVATIONS = {"gelu_fast": "tanh", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+IGNORED = ("pooler.",)  # HF's optional pre-logits pooler (VivitModel/ViTModel): no ViViT counterpart
+NAMES = ("v5", "v4")
+
+
+def _depth(keys: list[str], pattern: str) -> int:
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
+
+
+def _table(depth: int) -> dict[str, str]:
+    """HF 5.x key -> timm-layout key for every tensor except the separate q/k/v projections."""
+    table = {"embeddings.cls_token": "cls_token", "embeddings.position_embeddings": "pos_embed"}
+    for p in ("weight", "bias"):
+        table[f"embeddings.patch_embeddings.projection.{p}"] = f"patch_embed.proj.{p}"
+        table[f"layernorm.{p}"] = f"norm.{p}"
+        for i in range(depth):
+            table.update({f"layers.{i}.{hf}.{p}": f"blocks.{i}.{ours}.{p}" for hf, ours in BLOCK_V5.items()})
+    return table
+
+
+def _rename(key: str, prefix: str, table: Mapping[str, str], new_prefix: str) -> str:
+    m = re.match(rf"{re.escape(prefix)}(\d+)\.(.+)\.(weight|bias)$", key)
+    if m and m.group(2) in table:
+        return f"{new_prefix}{m.group(1)}.{table[m.group(2)]}.{m.group(3)}"
+    return key
+
+
+def v4_to_v5(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename transformers 4.x keys (`encoder.layer.i...`) to 5.x keys (`layers.i...`); others unchanged."""
+    return {_rename(k, "encoder.layer.", BLOCK_V4_TO_V5, "layers."): v for k, v in sd.items()}
+
+
+def v5_to_v4(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of `v4_to_v5`."""
+    inverse = {v5: v4 for v4, v5 in BLOCK_V4_TO_V5.items()}
+    return {_rename(k, "layers.", inverse, "encoder.layer."): v for k, v in sd.items()}
+
+
+def hf_to_timm(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """A HF ViT/ViViT encoder state dict (no model prefix, either key generation) -> timm layout,
+    plus the source keys used. Works for image ViTs (Conv2d patch kernel) and ViViT (Conv3d)."""
+    original = {_rename(k, "encoder.layer.", BLOCK_V4_TO_V5, "layers."): k for k in sd}  # 5.x name -> source name
+    sd5 = {new: sd[old] for new, old in original.items()}
+    depth = _depth(list(sd5), r"layers\.(\d+)\.")
+    table = _table(depth)
+    out = {timm: sd5[hf] for hf, timm in table.items() if hf in sd5}
+    used = [hf for hf in table if hf in sd5]
+    for i in range(depth):
+        for p in ("weight", "bias"):
+            parts = [f"layers.{i}.{name}.{p}" for name in QKV_V5]
+            if all(k in sd5 for k in parts):
+                out[f"blocks.{i}.attn.qkv.{p}"] = torch.cat([sd5[k] for k in parts])
+                used += parts
+    return out, [original[k] for k in used]
+
+
+def timm_to_hf(sd: Mapping[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
+    """Timm layout -> HF 5.x encoder keys (the inverse of `hf_to_timm`)."""
+    out = {hf: sd[timm] for hf, timm in _table(depth).items()}
+    for i in range(depth):
+        for p in ("weight", "bias"):
+            for name, chunk in zip(QKV_V5, sd[f"blocks.{i}.attn.qkv.{p}"].chunk(3), strict=True):
+                out[f"layers.{i}.{name}.{p}"] = chunk
+    return out
+
+
+def timm_to_ours(sd: Mapping[str, torch.Tensor], encoder: str = "encoder") -> dict[str, torch.Tensor]:
+    """Timm layout -> our keys: the tokeniser takes `patch_embed.proj`, the named encoder the rest."""
+    def rename(key: str) -> str:
+        return key.replace("patch_embed.proj.", "tokenizer.proj.") if key.startswith("patch_embed.") else f"{encoder}.{key}"
+
+    return {rename(k): v for k, v in sd.items()}
+
+
+def config_from_hf(hf_config: Any, num_classes: int | None = None) -> ViViTConfig:
+    """Our config for a HF `VivitConfig` (object or dict): sizes, tubelet, frames, qkv bias, eps, GELU."""
+    c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
+    act = c.get("hidden_act", "gelu_fast")
+    if act not in HF_ACTIVATIONS:
+        raise ConfigError(f"HF hidden_act={act!r} has no counterpart; supported: {sorted(HF_ACTIVATIONS)}")
+    if num_classes is None:
+        num_classes = len(c.get("id2label") or {}) or c.get("num_labels", 0)
+    return ViViTConfig(
+        variant="st", classifier="token", tokenizer="tubelet", num_classes=num_classes,
+        num_frames=c.get("num_frames", 32), image_size=c.get("image_size", 224),
+        tubelet=tuple(c.get("tubelet_size", (2, 16, 16))), in_channels=c.get("num_channels", 3),
+        width=c["hidden_size"], depth=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
+        mlp_dim=c["intermediate_size"], qkv_bias=c.get("qkv_bias", True),
+        layer_norm_eps=c.get("layer_norm_eps", 1e-6), gelu_approximation=HF_ACTIVATIONS[act],
+        dropout=c.get("hidden_dropout_prob", 0.0), attention_dropout=c.get("attention_probs_dropout_prob", 0.0),
+    )
+
+
+def hf_config(config: ViViTConfig) -> dict[str, Any]:
+    """Keyword arguments for `transformers.VivitConfig` describing the same model as `config`."""
+    if (config.variant, config.tokenizer, config.classifier) != ("st", "tubelet", "token"):
+        raise ConfigError("HF ViViT implements Model 1 only: variant='st', tokenizer='tubelet', classifier='token'; "
+                          f"got {config.variant!r}, {config.tokenizer!r}, {config.classifier!r}")
+    if config.image_size[0] != config.image_size[1]:
+        raise ConfigError(f"HF ViViT needs a square image_size, got {config.image_size}")
+    return dict(
+        hidden_size=config.width, num_hidden_layers=config.depth, num_attention_heads=config.num_heads,
+        intermediate_size=config.mlp_dim, num_frames=config.num_frames, image_size=config.image_size[0],
+        tubelet_size=list(config.tubelet), num_channels=config.in_channels, num_labels=config.num_classes,
+        qkv_bias=config.qkv_bias, layer_norm_eps=config.layer_norm_eps,
+        hidden_act="gelu_fast" if config.gelu_approximation == "tanh" else "gelu",
+        hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.attention_dropout,
+    )
+
+
+def convert_state_dict(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """HF ViViT state dict -> (our state dict, source keys used, source keys ignored). Keys that fit
+    neither the mapping nor the ignorable pooler raise, naming them."""
+    prefix = "vivit." if any(k.startswith("vivit.") for k in sd) else ""
+    encoder = {k.removeprefix(prefix): v for k, v in sd.items() if not k.startswith("classifier.")}
+    timm, used = hf_to_timm(encoder)
+    ours = timm_to_ours(timm)
+    ours.update({f"head.{k.split('.')[-1]}": v for k, v in sd.items() if k.startswith("classifier.")})
+    used_src = [prefix + k for k in used] + [k for k in sd if k.startswith("classifier.")]
+    leftover = sorted(set(sd) - set(used_src))
+    ignored = [k for k in leftover if k.removeprefix(prefix).startswith(IGNORED)]
+    unknown = sorted(set(leftover) - set(ignored))
+    if unknown:
+        raise VivitError(f"HF checkpoint has keys with no ViViT counterpart: {unknown[:8]} "
+                         "(is it a ViViT checkpoint? only VivitModel / VivitForVideoClassification are supported)")
+    return ours, used_src, ignored
+
+
+def to_hf(model: ViViT, names: str = "v5", classification: bool = True) -> dict[str, torch.Tensor]:
+    """Our Model 1 -> a state dict for `VivitForVideoClassification` (or `VivitModel` with
+    classification=False, without its pooler), with 5.x or 4.x key names."""
+    if names not in NAMES:
+        raise ConfigError(f"names={names!r} is not allowed; choose one of {list(NAMES)}")
+    hf_config(model.config)  # raises for what HF cannot represent
+    sd = model.state_dict()
+    timm = {k.removeprefix("encoder."): v for k, v in sd.items() if k.startswith("encoder.")}
+    timm.update({k.replace("tokenizer.proj.", "patch_embed.proj."): v for k, v in sd.items() if k.startswith("tokenizer.")})
+    hf = timm_to_hf(timm, model.config.depth)
+    hf = v5_to_v4(hf) if names == "v4" else hf
+    if not classification:
+        return {k: v.clone() for k, v in hf.items()}
+    out = {f"vivit.{k}": v.clone() for k, v in hf.items()}
+    if model.config.num_classes:
+        out.update({"classifier.weight": sd["head.weight"].clone(), "classifier.bias": sd["head.bias"].clone()})
+    return out
+
+
+def read_hf(src: Any, config: Any = None) -> tuple[dict[str, torch.Tensor], Any, str]:
+    """(state dict, HF config, description) from a HF model, a state dict, a folder or a weights file."""
+    if isinstance(src, nn.Module):
+        return src.state_dict(), config if config is not None else src.config, type(src).__name__
+    if isinstance(src, Mapping):
+        return dict(src), config, "HF state dict"
+    path = Path(src)
+    if config is None and (path if path.is_dir() else path.parent).joinpath("config.json").exists():
+        config = read_json((path if path.is_dir() else path.parent) / "config.json")
+    return read_state_dict(path), config, str(path)
+
+
+def load_hf(src: Any, config: Any = None, **overrides: Any) -> tuple[ViViT, LoadReport]:
+    """`from_hf` plus the load report. `config`: a HF `VivitConfig`/dict, or our `ViViTConfig`."""
+    sd, hf_cfg, source = read_hf(src, config)
+    if hf_cfg is None:
+        raise ConfigError(f"{source}: a HF config is needed (config.json next to the weights, or config=...)")
+    ours, used, ignored = convert_state_dict(sd)
+    num_classes = ours["head.weight"].shape[0] if "head.weight" in ours else 0
+    cfg = hf_cfg if isinstance(hf_cfg, ViViTConfig) else config_from_hf(hf_cfg, num_classes)
+    model, report = build(cfg, ours, source, **overrides)
+    report.used, report.unexpected = used, ignored
+    return model, report
+
+
+def from_hf(src: Any, config: Any = None, **overrides: Any) -> ViViT:
+    """A ViViT (Model 1) from HF ViViT weights: a `VivitModel`/`VivitForVideoClassification`, its state
+    dict (with `config`), a downloaded folder (config.json + model.safetensors or pytorch_model.bin,
+    read with weights_only=True) or a weights file. Overrides (e.g. `num_frames=16`) adapt the model."""
+    return load_hf(src, config, **overrides)[0]
+
+
+def labels_from_hf(hf_config: Any) -> list[str] | None:
+    """Class names from a HF config's id2label, or None when they are HF's LABEL_i placeholders."""
+    c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
+    id2label = {int(k): v for k, v in (c.get("id2label") or {}).items()}
+    labels = [id2label[i] for i in range(len(id2label))]
+    return None if not labels or all(v == f"LABEL_{i}" for i, v in enumerate(labels)) else labels

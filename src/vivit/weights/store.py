@@ -1,0 +1,212 @@
+"""Moving weights between files and models: our folder format (config.json + model.safetensors
+[+ labels.txt]), safe readers for foreign files, and strict state-dict loading with a report.
+
+Loading is strict: every source key is used or listed, every parameter of the model is loaded or
+listed, and a shape mismatch names the key and both shapes. The one tolerated mismatch is a
+positional embedding laid out on another token grid: it is resampled with `posembed.resample`
+(bicubic in space, linear in time, cls kept apart) and reported.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from vivit.config import ViViTConfig
+from vivit.errors import VivitError
+from vivit.model import posembed
+from vivit.model.encoders import Encoder
+from vivit.model.vivit import ViViT
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LABELS_FILE = "labels.txt"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")  # looked up in this order inside a folder
+
+
+@dataclass
+class LoadReport:
+    """What a conversion or load did: source keys used / left over, model keys not loaded, and any
+    positional embedding resampled to another token grid (key -> [source shape, model shape])."""
+
+    source: str
+    used: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    resampled: dict[str, list[list[int]]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: {len(self.used)} source tensors used, {len(self.unexpected)} unused, "
+                 f"{len(self.missing)} model tensors not loaded"]
+        lines += [f"  unused: {k}" for k in self.unexpected]
+        lines += [f"  not loaded (kept at init): {k}" for k in _group(self.missing)]
+        lines += [f"  resampled {k}: {a} -> {b}" for k, (a, b) in self.resampled.items()]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _group(keys: list[str]) -> list[str]:
+    """Collapse `x.blocks.3.attn.qkv.weight`-style runs into `x.blocks.*` for a readable summary."""
+    out: list[str] = []
+    for k in keys:
+        parts = k.split(".")
+        short = ".".join(parts[:2]) + ".*" if len(parts) > 2 and parts[1] == "blocks" else k
+        if short not in out:
+            out.append(short)
+    return out
+
+
+def pos_embed_layout(model: ViViT) -> dict[str, tuple[tuple[int, ...], int]]:
+    """Positional-embedding key -> (token grid it is laid out on, number of prefix tokens)."""
+    return {f"{name}.pos_embed": (m.grid, m.num_prefix) for name, m in model.named_modules() if isinstance(m, Encoder)}
+
+
+def layout_of(config: ViViTConfig) -> dict[str, tuple[tuple[int, ...], int]]:
+    """`pos_embed_layout` of the model a config describes (built on the meta device: no memory)."""
+    with torch.device("meta"):
+        return pos_embed_layout(ViViT(config))
+
+
+def load_state_dict(
+    model: ViViT,
+    state_dict: Mapping[str, torch.Tensor],
+    source: str = "state dict",
+    source_config: ViViTConfig | None = None,
+    allow_missing: Iterable[str] = (),
+) -> LoadReport:
+    """Load `state_dict` (our key names) into `model` strictly, resampling positional embeddings
+    made for another token grid. Keys starting with an `allow_missing` prefix may be absent."""
+    own = model.state_dict()
+    unexpected = sorted(set(state_dict) - set(own))
+    if unexpected:
+        raise VivitError(f"{source}: keys with no counterpart in this model: {unexpected[:8]}"
+                         f"{' ...' if len(unexpected) > 8 else ''} (a checkpoint of another architecture?)")
+    allow = tuple(allow_missing)
+    missing = [k for k in own if k not in state_dict]
+    not_allowed = [k for k in missing if not k.startswith(allow)]
+    if not_allowed:
+        raise VivitError(f"{source}: missing weights for {not_allowed[:8]}{' ...' if len(not_allowed) > 8 else ''}")
+    report = LoadReport(source, used=sorted(state_dict), missing=missing)
+    layout = pos_embed_layout(model)
+    src_layout = layout_of(source_config) if source_config is not None else {}
+    merged = dict(own)
+    for key, value in state_dict.items():
+        value = torch.as_tensor(value)
+        if value.shape != own[key].shape and key in layout and key in src_layout:
+            (src_grid, prefix), (dst_grid, _) = src_layout[key], layout[key]
+            value = posembed.resample(value.float(), src_grid, dst_grid, prefix)
+            report.resampled[key] = [list(state_dict[key].shape), list(value.shape)]
+        if value.shape != own[key].shape:
+            raise VivitError(f"{source}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
+                             f"model {tuple(own[key].shape)}")
+        merged[key] = value.to(own[key].dtype)
+    model.load_state_dict(merged, strict=True)
+    return report
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read tensors from .safetensors, .npz (no pickles) or a PyTorch file through
+    `torch.load(weights_only=True)`; a folder is searched for model.safetensors, then pytorch_model.bin."""
+    path = Path(path)
+    if path.is_dir():
+        found = [path / f for f in WEIGHT_FILES if (path / f).exists()]
+        if not found:
+            raise FileNotFoundError(f"no weights in {path}: expected one of {list(WEIGHT_FILES)}")
+        path = found[0]
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as npz:
+            return {k: torch.from_numpy(np.asarray(npz[k])) for k in npz.files}
+    if path.suffix in PICKLE_SUFFIXES:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises UnpicklingError subclasses for disallowed globals
+            raise VivitError(f"{path} could not be read with torch.load(weights_only=True): {e}") from e
+        return _unwrap(obj, path)
+    raise VivitError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .npz or "
+                     f"{', '.join(PICKLE_SUFFIXES)} (read with weights_only=True)")
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    """A training checkpoint may nest the weights under 'state_dict' or 'model'."""
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise VivitError(f"{path} does not hold a flat state dict of tensors")
+    return dict(obj)
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise VivitError(f"{path} is not valid JSON: {e}") from e
+
+
+def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` (+ `labels.txt`, one class name a line) to a folder."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if labels is not None and len(labels) != model.config.num_classes:
+        raise VivitError(f"{len(labels)} labels given for a model with num_classes={model.config.num_classes}")
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    model = getattr(model, "module", model)  # unwrap DDP
+    (path / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
+    if labels is not None:
+        (path / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
+    return path
+
+
+def load_labels(path: str | Path) -> list[str] | None:
+    """Class names from `labels.txt` in a saved folder, or None when there is none."""
+    file = Path(path) / LABELS_FILE
+    return file.read_text().splitlines() if file.exists() else None
+
+
+def load_pretrained(path: str | Path, **overrides: Any) -> ViViT:
+    """Load a folder written by `save_pretrained`. Overrides change the config, e.g. `num_frames=16,
+    image_size=160` (positional embeddings are resampled) or `num_classes=10` (a fresh head)."""
+    return load_pretrained_with_report(path, **overrides)[0]
+
+
+def load_pretrained_with_report(path: str | Path, **overrides: Any) -> tuple[ViViT, LoadReport]:
+    path = Path(path)
+    if not (path / CONFIG_FILE).exists():
+        raise FileNotFoundError(f"{path} is not a saved vivit model: no {CONFIG_FILE}")
+    source_config = ViViTConfig.from_dict(read_json(path / CONFIG_FILE))
+    return build(source_config, read_state_dict(path / WEIGHTS_FILE), str(path), **overrides)
+
+
+def build(source_config: ViViTConfig, state_dict: Mapping[str, torch.Tensor], source: str,
+          **overrides: Any) -> tuple[ViViT, LoadReport]:
+    """A model for `source_config.replace(**overrides)` holding `state_dict` (our key names). A changed
+    `num_classes` leaves the head freshly initialised; another frame count or size resamples pos-embeds."""
+    config = source_config.replace(**overrides)
+    model = ViViT(config)
+    state = dict(state_dict)
+    allow: tuple[str, ...] = ()
+    if config.num_classes != source_config.num_classes:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        allow = ("head.",)
+    report = load_state_dict(model, state, source, source_config, allow)
+    if allow:
+        report.notes.append(f"head re-initialised: num_classes {source_config.num_classes} -> {config.num_classes}")
+    return model.eval(), report

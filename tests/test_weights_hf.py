@@ -1,0 +1,117 @@
+import pytest
+import torch
+from transformers import VivitConfig, VivitForVideoClassification, VivitModel
+
+from vivit.errors import VivitError
+from vivit.weights import hf
+
+SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+             num_frames=8, image_size=32, tubelet_size=[2, 8, 8], num_labels=5)
+
+
+def hf_model(cls=VivitForVideoClassification, **kw):
+    torch.manual_seed(0)
+    model = cls(VivitConfig(**{**SMALL, **kw})).eval()
+    with torch.no_grad():  # random everything (HF inits LayerNorms to 1/0 and cls to 0)
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    return model
+
+
+def pixels(frames=8, size=32):
+    torch.manual_seed(1)
+    return torch.randn(2, frames, 3, size, size)  # HF layout (B, T, C, H, W)
+
+
+@torch.no_grad()
+def test_logits_match_hf_v5_names():
+    ref = hf_model()
+    ours = hf.from_hf(ref)
+    x = pixels()
+    expected = ref(pixel_values=x).logits
+    assert torch.allclose(ours(x.transpose(1, 2)), expected, atol=1e-5, rtol=0)
+    assert expected.abs().max() > 0.1  # a test that can fail: non-trivial logits
+
+
+@torch.no_grad()
+def test_logits_match_hf_v4_names():
+    ref = hf_model()
+    sd = {k.removeprefix("vivit."): v for k, v in ref.state_dict().items() if k.startswith("vivit.")}
+    v4 = {f"vivit.{k}": v for k, v in hf.v5_to_v4(sd).items()}
+    v4.update({k: v for k, v in ref.state_dict().items() if k.startswith("classifier.")})
+    assert "vivit.encoder.layer.1.attention.attention.query.weight" in v4
+    assert "vivit.encoder.layer.0.intermediate.dense.bias" in v4 and "vivit.encoder.layer.0.output.dense.weight" in v4
+    model, report = hf.load_hf(v4, config=ref.config)
+    assert sorted(report.used) == sorted(v4) and report.unexpected == []
+    x = pixels()
+    assert torch.allclose(model(x.transpose(1, 2)), ref(pixel_values=x).logits, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_to_hf_round_trip():
+    ref = hf_model()
+    ours = hf.from_hf(ref)
+    back = VivitForVideoClassification(VivitConfig(**hf.hf_config(ours.config))).eval()
+    back.load_state_dict(hf.to_hf(ours), strict=True)
+    x = pixels()
+    assert torch.allclose(back(pixel_values=x).logits, ref(pixel_values=x).logits, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_to_hf_v4_names_read_back():
+    ref = hf_model()
+    sd4 = hf.to_hf(hf.from_hf(ref), names="v4")
+    assert "vivit.encoder.layer.1.attention.output.dense.weight" in sd4 and not any(".layers." in k for k in sd4)
+    x = pixels()
+    again = hf.from_hf(sd4, config=ref.config)
+    assert torch.allclose(again(x.transpose(1, 2)), ref(pixel_values=x).logits, atol=1e-5, rtol=0)
+
+
+def test_config_from_hf_matches_hf_semantics():
+    cfg = hf.config_from_hf(VivitConfig(**SMALL))
+    assert (cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim) == (64, 2, 4, 128)
+    assert (cfg.num_frames, cfg.image_size, cfg.tubelet, cfg.num_classes) == (8, (32, 32), (2, 8, 8), 5)
+    assert cfg.gelu_approximation == "tanh" and cfg.layer_norm_eps == 1e-6 and cfg.qkv_bias
+    assert hf.config_from_hf(VivitConfig(**SMALL, hidden_act="gelu")).gelu_approximation == "none"
+
+
+@torch.no_grad()
+def test_vivit_model_without_head_and_with_pooler():
+    ref = hf_model(VivitModel)
+    model, report = hf.load_hf(ref)
+    assert model.config.num_classes == 0
+    assert report.unexpected == ["pooler.dense.bias", "pooler.dense.weight"]
+    x = pixels()
+    hidden = ref(pixel_values=x).last_hidden_state[:, 0]
+    assert torch.allclose(model(x.transpose(1, 2)), hidden, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("safe", [True, False])
+@torch.no_grad()
+def test_from_downloaded_folder(tmp_path, safe):
+    ref = hf_model()
+    ref.save_pretrained(tmp_path, safe_serialization=safe)
+    if not safe:  # the Hub's pickled layout: pytorch_model.bin, read with weights_only=True
+        torch.save(ref.state_dict(), tmp_path / "pytorch_model.bin")
+        (tmp_path / "model.safetensors").unlink(missing_ok=True)
+    model = hf.from_hf(tmp_path)
+    x = pixels()
+    assert torch.allclose(model(x.transpose(1, 2)), ref(pixel_values=x).logits, atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_other_frame_counts_and_sizes_where_hf_fails():
+    ref = hf_model()
+    with pytest.raises(RuntimeError, match="must match"):  # HF's ViViT fails at another size, interpolation or not
+        ref(pixel_values=pixels(12, 48), interpolate_pos_encoding=True)
+    model = hf.from_hf(ref, dynamic_size=True)
+    for frames, size in [(4, 32), (12, 32), (8, 48), (12, 48)]:
+        out = model(pixels(frames, size).transpose(1, 2))
+        assert out.shape == (2, 5) and torch.isfinite(out).all()
+
+
+def test_foreign_keys_raise():
+    sd = dict(hf_model().state_dict())
+    sd["vivit.layers.0.extra.weight"] = torch.zeros(3)
+    with pytest.raises(VivitError, match="layers.0.extra.weight"):
+        hf.load_hf(sd, config=VivitConfig(**SMALL))
