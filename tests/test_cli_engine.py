@@ -35,6 +35,9 @@ def test_eval_multi_view_report(trained, capsys, tmp_path):
     soft = run_json(capsys, ["eval", str(run / "best.pt"), str(data), "--views", "1x1", "--aggregate", "softmax",
                              "--json", "--quiet", "--workers", "0"])
     assert soft["aggregation"] == "softmax" and soft["top1"] >= 0.75
+    folder = run_json(capsys, ["eval", str(run / "best"), str(data), "--views", "2x3", "--json", "--quiet",
+                               "--workers", "0"])  # the best weights in the pretrained format give the same report
+    assert folder["top1"] == r["top1"] and folder["confusion"] == r["confusion"] and folder["classes"] == r["classes"]
     assert main(["eval", str(run / "best.pt"), str(data), "--views", "1x1", "--quiet", "--workers", "0"]) == 0
     assert "top-1" in capsys.readouterr().out
 

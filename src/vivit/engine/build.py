@@ -103,7 +103,8 @@ def initialise(model: ViViT, model_cfg: ModelSection) -> None:
     if kind == "pretrained":
         import vivit
 
-        state = vivit.load_pretrained(path).state_dict()
+        cfg = model.config  # positional embeddings are resampled to this run's frames and size
+        state = vivit.load_pretrained(path, num_frames=cfg.num_frames, image_size=cfg.image_size).state_dict()
     else:
         state = load_checkpoint(path)["model"]
     load_matching(model, state, source=str(path))

@@ -276,12 +276,7 @@ def _check_same_model(ckpt: dict[str, Any], model: nn.Module, path: Path) -> Non
 
 def _export_best(model: nn.Module, classes: list[str], folder: Path) -> None:
     """The best weights also in the pretrained format (config.json + model.safetensors + labels.txt)."""
-    from vivit.data import write_labels
-
-    save = getattr(model, "save_pretrained", None)
-    if save is not None:
-        save(folder)
-        write_labels(folder / "labels.txt", classes)
+    model.save_pretrained(folder, labels=classes)
 
 
 def _final_plots(out: Path) -> None:
