@@ -4,7 +4,7 @@ import pytest
 import torch
 from data_videos import bad_files, good_video
 
-from vivit.data import AugmentConfig, build_dataset, make_loader, read_labels, write_labels
+from vivit.data import AugmentConfig, build_dataset, make_loader, read_frames, read_labels, write_labels
 from vivit.errors import DataError
 
 CLASSES = ["cat", "dog", "eel"]
@@ -111,6 +111,9 @@ def test_bad_files_are_skipped_warned_and_counted(root, tmp_path, caplog):
     skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
     assert len(skips) == 5 and all(any(str(p) in line for line in skips) for p in bad.values())
     assert all("\n" not in line and line.split(": ", 1)[1] for line in skips)
+    workers = make_loader(ds, batch_size=3, shuffle=True, num_workers=2)  # counts come back from worker processes
+    assert sum(b.skipped for b in workers) == 5 == workers.skipped
+    assert sorted(i for b in workers for i in b.indices.tolist()) == [0, 1]
 
 
 def test_a_dataset_where_every_file_fails_stops_with_a_clear_error(root, tmp_path):
@@ -120,3 +123,23 @@ def test_a_dataset_where_every_file_fails_stops_with_a_clear_error(root, tmp_pat
     with pytest.raises(DataError, match="all 5 videos failed to decode; first: .*zero.mp4: "):
         for batch in loader:
             assert batch.videos.shape[0] == 0
+
+
+@pytest.mark.parametrize("sampling", ["clip", "uniform"])
+def test_every_codec_goes_through_the_pipeline(tmp_path, sampling):
+    """4:2:0 streams are read as YUV planes; others (FFV1 RGB, odd sizes) are converted by swscale first."""
+    files = [good_video(tmp_path / "a.mp4"), good_video(tmp_path / "b.webm", codec="libvpx-vp9"),
+             good_video(tmp_path / "c.avi", codec="mjpeg"), good_video(tmp_path / "d.mkv", codec="ffv1"),
+             good_video(tmp_path / "e.mkv", size=(33, 47), codec="ffv1")]
+    for train in (True, False):
+        ds = build_dataset(files, train=train, num_clips=2, sampling=sampling, **CLIP)
+        shapes = {tuple(ds[i][0].shape) for i in range(len(files))}
+        assert shapes == {(3, 4, 16, 16)} if train else shapes == {(2, 3, 4, 16, 16)}
+    for path in files:  # colours survive the YUV route: view means match the RGB decode of the whole video
+        view = build_dataset([path], train=False, num_frames=24, frame_stride=1, image_size=32,
+                             augment=AugmentConfig(short_side=32))[0][0]
+        frames = read_frames(path, range(24))
+        rgb = torch.from_numpy(frames).float().div(255).mul(2).sub(1)
+        top, left = (rgb.shape[1] - 32) // 2, (rgb.shape[2] - 32) // 2
+        expected = rgb[:, top:top + 32, left:left + 32].mean((0, 1, 2))
+        assert torch.allclose(view.mean((0, 2, 3, 4)), expected, atol=0.03), path.name

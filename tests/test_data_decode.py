@@ -78,3 +78,8 @@ def test_bad_files_raise_a_readable_error(tmp_path, videos, kind):
     path = bad_files(tmp_path, videos["h264"])[kind]
     with pytest.raises((OSError, ValueError, DataError)):
         read_frames(path, [0, 1])
+
+
+def test_threaded_decoding_gives_the_same_frames(videos):
+    assert np.array_equal(read_frames(videos["lossless"], INDICES, threads=True), pattern(FRAMES, *SIZE)[INDICES])
+    assert np.array_equal(read_frames(videos["h264"], INDICES, threads=True), read_frames(videos["h264"], INDICES))

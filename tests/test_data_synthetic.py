@@ -47,34 +47,37 @@ def frame_features(frames: np.ndarray) -> np.ndarray:
 
 
 def motion(video: np.ndarray) -> tuple[float, float]:
-    """Signed horizontal and vertical motion: correlation of consecutive foregrounds under +-1, +-2 pixel shifts."""
+    """Signed horizontal and vertical motion: correlation of consecutive foregrounds under +-1..4 pixel shifts."""
     fg = np.abs(video - np.median(video, 0)).sum(-1)
     fg -= fg.mean((1, 2), keepdims=True)
     score = []
     for axis in (2, 1):
         score.append(sum((fg[1:] * np.roll(fg[:-1], k, axis)).sum() - (fg[1:] * np.roll(fg[:-1], -k, axis)).sum()
-                         for k in (1, 2)))
+                         for k in (1, 2, 3, 4)))
     return score[0], score[1]
 
 
 def test_layout_names_and_determinism(synth, tmp_path):
     samples, classes = find_samples(synth, "train")
-    assert classes == ["left-down", "left-up", "right-down", "right-up"] and len(samples) == 4 * 30
+    assert classes == ["left-right+down-up", "left-right+up-down", "right-left+down-up", "right-left+up-down"]
+    assert len(samples) == 4 * 30
     assert len(find_samples(synth, "val")[0]) == 4 * 10
     again = generate(tmp_path / "again", classes=4, videos_per_class=40, frames=FRAMES, size=SIZE, seed=0)
-    first = synth / "train/left-up/00011.mp4"
-    assert (again / "train/left-up/00011.mp4").read_bytes() == first.read_bytes()
+    first = synth / "train/left-right+up-down/00011.mp4"
+    assert (again / "train/left-right+up-down/00011.mp4").read_bytes() == first.read_bytes()
     assert read_frames(first, [0]).shape == (1, SIZE, SIZE, 3)
 
 
-@pytest.mark.parametrize("pick", ["every frame", "first frame", "average over frames"])
-def test_single_frames_and_frame_averages_are_at_chance(videos, pick):
+@pytest.mark.parametrize("pick", ["every frame", "first frame", "average over frames", "motion energy"])
+def test_single_frames_and_order_free_statistics_are_at_chance(videos, pick):
     def features(split):
         frames, labels, _ = videos[split]
         if pick == "every frame":
             return frame_features(frames.reshape(-1, SIZE, SIZE, 3)), np.repeat(labels, FRAMES)
         if pick == "first frame":
             return frame_features(frames[:, 0]), labels
+        if pick == "motion energy":  # the total motion of the whole video: the same for every class
+            return np.array([motion(video) for video in frames]), labels
         return frame_features(frames.mean(1)), labels
 
     (train_x, train_y), (val_x, val_y) = features("train"), features("val")
@@ -83,23 +86,35 @@ def test_single_frames_and_frame_averages_are_at_chance(videos, pick):
     assert correct / (len(train_y) + len(val_y)) < 0.36  # chance is 0.25
 
 
-def test_motion_recovers_the_class(videos):
+def test_motion_order_recovers_the_class(videos):
+    names = {(-1, -1): "left-right+up-down", (-1, 1): "left-right+down-up", (1, -1): "right-left+up-down",
+             (1, 1): "right-left+down-up"}
     for split in ("train", "val"):
         frames, labels, classes = videos[split]
         predicted = []
         for video in frames:
-            dx, dy = motion(video)
-            predicted.append(classes.index(("right" if dx > 0 else "left") + "-" + ("down" if dy > 0 else "up")))
+            first, second = motion(video[: FRAMES // 2]), motion(video[FRAMES // 2:])
+            assert all(a * b < 0 for a, b in zip(first, second))  # there and back
+            predicted.append(classes.index(names[tuple(int(np.sign(d)) for d in first)]))
         assert (np.array(predicted) == labels).mean() > 0.9
+
+
+def test_direction_task_is_recovered_from_total_motion(tmp_path):
+    out = generate(tmp_path / "d", classes=4, videos_per_class=8, frames=FRAMES, size=SIZE, task="direction")
+    samples, classes = find_samples(out, "train")
+    assert classes == ["left+down", "left+up", "right+down", "right+up"]
+    for path, label in samples:
+        dx, dy = motion(read_frames(path, range(FRAMES)).astype(np.float32) / 255)
+        assert classes[label] == ("right" if dx > 0 else "left") + "+" + ("down" if dy > 0 else "up")
 
 
 def test_cli_synth_and_check_data(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "s"), "--classes", "2", "--videos-per-class", "4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["classes"] == ["left", "right"] and report["train"] == 6 and report["val"] == 2
+    assert report["classes"] == ["left-right", "right-left"] and report["train"] == 6 and report["val"] == 2
     assert main(["check-data", str(tmp_path / "s"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == {"checked": 8, "bad": []}
-    (tmp_path / "s/train/left/broken.mp4").write_text("not a video")
+    (tmp_path / "s/train/left-right/broken.mp4").write_text("not a video")
     assert main(["check-data", str(tmp_path / "s")]) == 1
     out = capsys.readouterr().out
     assert "broken.mp4: " in out and "8 of 9 videos decode, 1 bad" in out

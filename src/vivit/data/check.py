@@ -11,9 +11,8 @@ import av
 from tqdm import tqdm
 
 from vivit.data.datasets import failure_reason
-from vivit.data.decode import probe, read_frames
+from vivit.data.decode import DECODE_ERRORS, probe, read_frames
 from vivit.data.sources import SPLIT_FOLDERS, find_samples
-from vivit.errors import DataError
 
 
 def check_video(path: str | Path, full: bool = True) -> str | None:
@@ -26,7 +25,7 @@ def check_video(path: str | Path, full: bool = True) -> str | None:
         with av.open(str(path)) as container:
             if not any(True for _ in container.decode(video=0)):
                 return "no frame could be decoded"
-    except (OSError, ValueError, RuntimeError, EOFError, DataError) as e:  # av errors are OSError/ValueError
+    except DECODE_ERRORS as e:
         return failure_reason(e)
     return None
 

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vivit.data.sampling import clip_span, eval_clips, eval_uniform, random_clip, random_uniform
-from vivit.data.decode import VideoInfo, read_clip_yuv
+from vivit.data.decode import DECODE_ERRORS, VideoInfo, read_clip_yuv
 from vivit.data.sources import find_samples
 from vivit.data.transforms import AugmentConfig, eval_transform, train_transform
 from vivit.errors import ConfigError, DataError
@@ -35,7 +35,8 @@ class VideoDataset(Dataset):
 
     def __init__(self, samples: list[tuple[Path, int]], classes: list[str], *, train: bool, num_frames: int,
                  frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
-                 augment: AugmentConfig | None = None, sampling: str = "clip", seed: int = 0):
+                 augment: AugmentConfig | None = None, sampling: str = "clip", seed: int = 0,
+                 decode_threads: bool = False):
         if sampling not in SAMPLINGS:
             raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if num_crops not in (1, 3) or num_clips < 1:
@@ -47,7 +48,7 @@ class VideoDataset(Dataset):
         self.train, self.num_frames, self.frame_stride, self.image_size = train, num_frames, frame_stride, image_size
         self.num_clips, self.num_crops, self.sampling = num_clips, num_crops, sampling
         self.augment = augment or AugmentConfig()
-        self.seed, self.epoch = seed, 0
+        self.seed, self.epoch, self.decode_threads = seed, 0, decode_threads
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -71,7 +72,8 @@ class VideoDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         short_side = self.augment.resize_to(self.image_size)
         # native size: the crop is resized once, in uint8, which is cheaper than scaling every frame in swscale
-        frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)))
+        frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)),
+                                  threads=self.decode_threads)
         if self.train:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return train_transform(frames, self.image_size, self.augment, generator, short_side), label, index
@@ -84,7 +86,7 @@ class VideoDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
         try:
             return self.read(index)
-        except (OSError, ValueError, RuntimeError, EOFError, DataError) as e:  # av errors are OSError/ValueError
+        except DECODE_ERRORS as e:
             log.warning("skipping %s: %s", self.samples[index][0], failure_reason(e))
             return None
 
@@ -92,12 +94,15 @@ class VideoDataset(Dataset):
 def build_dataset(source: str | Path | Sequence[str | Path], *, split: str | None = None, train: bool,
                   num_frames: int, frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
                   augment: AugmentConfig | None = None, classes: list[str] | None = None,
-                  sampling: str = "clip", seed: int = 0) -> VideoDataset:
-    """A dataset from a class-per-folder root, a list file, a Kinetics CSV or a list of paths (label -1)."""
+                  sampling: str = "clip", seed: int = 0, decode_threads: bool = False) -> VideoDataset:
+    """A dataset from a class-per-folder root, a list file, a Kinetics CSV or a list of paths (label -1).
+
+    decode_threads=True lets PyAV decode with threads: worth it with num_workers=0 (prediction), not with workers.
+    """
     samples, names = find_samples(source, split, classes)
     if not samples:
         where = source if not isinstance(source, (list, tuple)) else "the given path list"
         raise DataError(f"no videos found in {where}" + (f" (split {split!r})" if split else ""))
     return VideoDataset(samples, names, train=train, num_frames=num_frames, frame_stride=frame_stride,
                         image_size=image_size, num_clips=num_clips, num_crops=num_crops, augment=augment,
-                        sampling=sampling, seed=seed)
+                        sampling=sampling, seed=seed, decode_threads=decode_threads)

@@ -20,6 +20,9 @@ import numpy as np
 
 from vivit.errors import DataError
 
+# what a broken or unreadable file raises: PyAV's errors are OSError / ValueError subclasses
+DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, DataError)
+
 Size = int | tuple[int, int] | None  # None: native size; int: short side; (height, width): exact size
 
 
@@ -77,7 +80,7 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
-    """(height, width) of a decoded frame: native, short side scaled to `size` (never up unless `upscale`), or (h, w)."""
+    """(height, width) of a decoded frame: native, short side scaled to `size` (up only if `upscale`), or (h, w)."""
     if size is None or (isinstance(size, int) and not upscale and size >= min(height, width)):
         return height, width
     if isinstance(size, int):
@@ -140,11 +143,17 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
     return np.stack([found[int(i)] for i in indices])
 
 
+Converter = Callable[[av.VideoFrame], np.ndarray]
+
+
 def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
-               convert_for: Callable[[VideoInfo], Callable[[av.VideoFrame], np.ndarray]]) -> tuple[np.ndarray, VideoInfo]:
+               convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
+    """Open once, read the metadata, choose indices, decode them with the converter made for this video."""
     path = Path(path)
     with av.open(str(path)) as container:
         stream = _video_stream(container)
+        if threads:  # frame + slice threads: faster alone, no gain when DataLoader workers already fill the cores
+            stream.thread_type = "AUTO"
         info = _info(container, stream)
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
@@ -153,7 +162,7 @@ def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
 
 
 def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
-              upscale: bool = True) -> tuple[np.ndarray, VideoInfo]:
+              upscale: bool = True, threads: bool = False) -> tuple[np.ndarray, VideoInfo]:
     """Open a video once, pick indices from its metadata with `choose`, return uint8 RGB (T, H, W, C) and info.
 
     upscale=False keeps the native size when an int `size` is larger than the short side (cheaper: the
@@ -163,7 +172,7 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size:
         height, width = output_size(info.height, info.width, size, upscale)
         return lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height)
 
-    return _open_clip(path, choose, convert_for)
+    return _open_clip(path, choose, convert_for, threads)
 
 
 @dataclass(frozen=True)
@@ -187,7 +196,7 @@ _BT709, _JPEG_RANGE = 1, 2  # AVColorSpace / AVColorRange values
 
 
 def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
-                  upscale: bool = True) -> tuple[Yuv420, VideoInfo]:
+                  upscale: bool = True, threads: bool = False) -> tuple[Yuv420, VideoInfo]:
     """As `read_clip`, but frames stay 4:2:0 YUV (converted by swscale only if the stream is not 8-bit 4:2:0)."""
     encoding: dict = {}  # colour encoding of the returned planes, and their size
 
@@ -205,12 +214,12 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
         encoding["shape"] = (height, width)
         return convert
 
-    frames, info = _open_clip(path, choose, convert_for)
+    frames, info = _open_clip(path, choose, convert_for, threads)
     height, width = encoding["shape"]
     return Yuv420(frames, height, width, encoding["full_range"], encoding["bt709"]), info
 
 
-def read_frames(path: str | Path, indices, size: Size = None) -> np.ndarray:
+def read_frames(path: str | Path, indices, size: Size = None, threads: bool = False) -> np.ndarray:
     """uint8 frames (T, H, W, C) at `indices` (any order, repeats allowed); `size` decodes at reduced size."""
-    frames, _ = read_clip(path, lambda info: np.asarray(indices), size)
+    frames, _ = read_clip(path, lambda info: np.asarray(indices), size, threads=threads)
     return frames

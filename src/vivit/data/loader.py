@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from vivit.data.datasets import VideoDataset, failure_reason
+from vivit.data.decode import DECODE_ERRORS
 from vivit.errors import DataError
 
 log = logging.getLogger("vivit.data")
@@ -84,7 +85,7 @@ class VideoLoader:
         index = next(iter(self.sampler))
         try:
             self.dataset.read(index)
-        except Exception as e:  # noqa: BLE001 - any error is the reason we report
+        except DECODE_ERRORS as e:
             return f"{self.dataset.samples[index][0]}: {failure_reason(e)}"
         return f"{self.dataset.samples[index][0]}: decoded on retry"
 

@@ -1,10 +1,10 @@
 """Clip transforms on torch tensors: every frame of a clip gets the same crop, flip and colour change.
 
-Work happens on the smallest tensor possible and in few passes: the crop is cut from the uint8 frames and
-resized by one uint8 `F.interpolate` call (antialiased when shrinking); colour jitter, grayscale, the uint8 to
-float conversion and the normalisation are all affine colour maps, so they are composed into one 3x3 matrix and
-offset applied in a single batched matmul, then clamped once (torchvision clamps after each jitter step instead).
-Clips are (T, C, H, W) inside; the result is float (C, T, H, W).
+Work happens on the smallest tensor possible and in few passes: the crop is cut from the uint8 frames (RGB,
+or YUV 4:2:0 planes straight from the decoder) and resized by one uint8 `F.interpolate` call per plane group
+(antialiased when shrinking). YUV-to-RGB conversion, colour jitter, grayscale and normalisation are all affine
+colour maps, so they are composed into one 3x3 matrix and offset, applied once from uint8 to float and clamped
+once (torchvision clamps after each jitter step instead). The result is float (C, T, H, W).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class AugmentConfig:
             raise ConfigError(f"normalization must be 'minus_one_one' or (mean, std), got {self.normalization!r}")
 
     def resize_to(self, image_size: int) -> int:
-        """Short side that frames are decoded at before cropping `image_size` pixels."""
+        """Short side the frames are resized to (in effect) before cropping `image_size` pixels."""
         return self.short_side or round(image_size * 256 / 224)
 
 
