@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import VivitConfig, VivitForVideoClassification, VivitModel
 
-from vivit.errors import VivitError
+from vivit.errors import ConfigError, VivitError
 from vivit.weights import hf
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -115,3 +115,8 @@ def test_foreign_keys_raise():
     sd["vivit.layers.0.extra.weight"] = torch.zeros(3)
     with pytest.raises(VivitError, match="layers.0.extra.weight"):
         hf.load_hf(sd, config=VivitConfig(**SMALL))
+
+
+def test_image_vit_config_is_refused():
+    with pytest.raises(ConfigError, match="model_type='vit'"):
+        hf.config_from_hf({"model_type": "vit", "hidden_size": 64})

@@ -110,6 +110,8 @@ def timm_to_ours(sd: Mapping[str, torch.Tensor], encoder: str = "encoder") -> di
 def config_from_hf(hf_config: Any, num_classes: int | None = None) -> ViViTConfig:
     """Our config for a HF `VivitConfig` (object or dict): sizes, tubelet, frames, qkv bias, eps, GELU."""
     c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
+    if c.get("model_type", "vivit") != "vivit":
+        raise ConfigError(f"HF config has model_type={c['model_type']!r}; expected 'vivit' (for image ViTs use image_vit)")
     act = c.get("hidden_act", "gelu_fast")
     if act not in HF_ACTIVATIONS:
         raise ConfigError(f"HF hidden_act={act!r} has no counterpart; supported: {sorted(HF_ACTIVATIONS)}")
