@@ -67,7 +67,7 @@ def build_datasets(data: DataSection, image_size: int | None = None) -> tuple[An
     if data.val_split is None and data.val is None:
         return train, None
     val = build_dataset(
-        data.val or data.train, split=data.val_split, train=False, classes=train.classes,
+        data.val or data.train, split=data.val_split, train=False, classes=train.classes, augment=augment_config(data),
         num_clips=data.val_clips, num_crops=data.val_crops, **common,
     )
     return train, val

@@ -86,9 +86,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     clips, crops = parse_views(views)
     model, classes, train_config = load_model(checkpoint)
     cfg = model.config
-    stride = frame_stride or train_config.get("data", {}).get("frame_stride", 2)
-    dataset = build_dataset(data, split=split, train=False, num_frames=cfg.num_frames, frame_stride=stride,
-                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes)
+    stride, augment = eval_preprocessing(train_config)
+    dataset = build_dataset(data, split=split, train=False, num_frames=cfg.num_frames, frame_stride=frame_stride or stride,
+                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes,
+                            augment=augment)
     dev = resolve_device(device)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     scores, labels, _, skipped = collect_scores(model.to(dev), loader, device=dev, aggregation=aggregation,
@@ -104,6 +105,15 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
         (out / "report.json").write_text(json.dumps(result, indent=2))
         confusion_matrix(report.confusion, classes, out / "confusion.png", title=f"{Path(checkpoint).name} ({views} views)")
     return result
+
+
+def eval_preprocessing(train_config: dict[str, Any]) -> tuple[int, Any]:
+    """Frame stride and resize/normalisation of the run that trained a checkpoint (defaults without one)."""
+    from vivit.engine.build import augment_config
+    from vivit.engine.config import DataSection, TrainConfig
+
+    data = TrainConfig.from_dict(train_config).data if train_config else DataSection()
+    return data.frame_stride, augment_config(data)
 
 
 def format_report(r: dict[str, Any]) -> str:

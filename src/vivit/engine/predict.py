@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from vivit.engine.build import resolve_device
-from vivit.engine.evaluate import collect_scores, parse_views
+from vivit.engine.evaluate import collect_scores, eval_preprocessing, parse_views
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
 
@@ -40,9 +40,10 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     model, classes, train_config = load_model(checkpoint)
     cfg = model.config
     videos = expand_videos(inputs)
-    stride = train_config.get("data", {}).get("frame_stride", 2)
+    stride, augment = eval_preprocessing(train_config)
     dataset = build_dataset([str(v) for v in videos], train=False, num_frames=cfg.num_frames, frame_stride=stride,
-                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes)
+                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes,
+                            augment=augment)
     dev = resolve_device(device)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     scores, _, indices, _ = collect_scores(model.to(dev), loader, device=dev, quiet=quiet, desc="predict")
