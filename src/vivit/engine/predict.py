@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from vivit.engine.build import resolve_device
 from vivit.engine.evaluate import collect_scores, eval_preprocessing, parse_views
