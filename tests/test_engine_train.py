@@ -39,7 +39,8 @@ def test_learns_the_easy_task_and_writes_the_run(data, tmp_path):
 
 
 def test_resume_reaches_bitwise_the_same_weights(data, tmp_path):
-    extra = {"model.drop_path": 0.1, "optim.mixup_alpha": 0.2, "run.grad_accum": 2, "data.augment": "{flip: 0.5}"}
+    extra = {"model.drop_path": 0.1, "optim.mixup_alpha": 0.2, "optim.label_smoothing": 0.1, "run.grad_accum": 2,
+             "data.augment": "{flip: 0.5}", "model.grad_checkpointing": "true", "optim.weight_decay": 0.05}
     full = train(load_config(None, tiny_overrides(data, tmp_path / "full", **extra)), quiet=True)
     cfg = load_config(None, tiny_overrides(data, tmp_path / "cut", **extra))
     assert train(cfg, quiet=True, stop_after_steps=5)["stopped"]  # mid-epoch (3 steps per epoch)
@@ -103,3 +104,13 @@ def test_init_from_a_checkpoint_with_another_head(data, tmp_path):
     load_matching(model, source, "a/last.pt")
     assert torch.equal(model.encoder.pos_embed, source["encoder.pos_embed"])
     assert model.head.weight.shape == (5, 32)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")  # fp16 skips inf steps
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_steps_on_cpu(data, tmp_path, precision):
+    overrides = tiny_overrides(data, tmp_path, **{"schedule.max_steps": 2, "run.precision": precision,
+                                                  "run.deterministic": "false", "data.val_split": "null"})
+    summary = train(load_config(None, overrides), quiet=True)
+    assert summary["step"] == 2 and summary["final"] is None
+    assert bool(load_checkpoint(tmp_path / "last.pt")["scaler"]) == (precision == "fp16")  # a grad scaler for fp16 only
