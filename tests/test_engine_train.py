@@ -114,3 +114,22 @@ def test_mixed_precision_steps_on_cpu(data, tmp_path, precision):
     summary = train(load_config(None, overrides), quiet=True)
     assert summary["step"] == 2 and summary["final"] is None
     assert bool(load_checkpoint(tmp_path / "last.pt")["scaler"]) == (precision == "fp16")  # a grad scaler for fp16 only
+
+
+def test_init_from_image_vit_weights(data, tmp_path):
+    from safetensors.torch import save_file
+    from test_weights_image_vit import timm_layout
+
+    from vivit.engine.build import build_model
+
+    image = timm_layout()  # width 32, depth 2, 4 heads, MLP 64, 8x8 patches
+    save_file(image, str(tmp_path / "vit.safetensors"))
+    overrides = tiny_overrides(data, tmp_path, **{
+        "model.overrides": "{width: 32, depth: 2, num_heads: 4, mlp_dim: 64, tubelet: [2, 8, 8]}",
+        "model.init": str(tmp_path / "vit.safetensors"), "model.tubelet_init": "central_frame"})
+    cfg = load_config(None, overrides)
+    model = build_model(cfg.model, cfg.data, num_classes=2)
+    kernel = model.tokenizer.proj.weight  # (D, C, t, h, w); Eq. 9: the image kernel on the central frame only
+    assert torch.equal(kernel[:, :, 1], image["patch_embed.proj.weight"]) and not kernel[:, :, 0].any()
+    assert torch.equal(model.encoder.blocks[1].mlp.fc1.weight, image["blocks.1.mlp.fc1.weight"])
+    assert train(cfg, quiet=True)["final"]["top1"] >= 0.75
