@@ -44,7 +44,7 @@ def worker(rank, init_file, out_file):
     loss_sum, samples = dist.all_reduce_sum([result.loss_sum, result.samples], torch.device("cpu"))
     if rank == 0:
         torch.save({"state": model.state_dict(), "loss": loss_sum / samples}, out_file)
-    torch_dist.destroy_process_group()
+    dist.cleanup()
 
 
 def test_ddp_step_equals_single_process(tmp_path):

@@ -26,7 +26,9 @@ def init_distributed(device_type: str) -> tuple[int, int, int]:
 
 
 def cleanup() -> None:
+    """Leave the process group together: a rank that tears gloo down while another still talks to it aborts."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
