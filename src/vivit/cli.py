@@ -15,6 +15,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "profile": ("vivit.profile", "parameters, FLOPs/MACs, latency and memory of a model; --table for the paper's Table 2"),
     "synth": ("vivit.data.synthetic", "write a synthetic motion-direction video dataset (H.264, train/val splits)"),
     "check-data": ("vivit.data.check", "list the videos of a dataset that cannot be decoded"),
+    "train": ("vivit.engine.train", "train a ViViT from a YAML/TOML config plus key=value overrides; --resume continues"),
+    "eval": ("vivit.engine.evaluate", "multi-view evaluation of a checkpoint: top-1/5, per-class accuracy, confusion matrix"),
+    "predict": ("vivit.engine.predict", "top-k labels with probabilities for videos or folders of videos"),
+    "export": ("vivit.engine.export", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
+    "demo": ("vivit.engine.demo", "synthetic motion data -> train factorised encoder and average-pool baseline -> compare"),
 }
 
 

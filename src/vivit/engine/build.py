@@ -1,0 +1,135 @@
+"""Everything a run is made of, built from a `TrainConfig`: device and precision, datasets and loaders
+(through `vivit.data`), the model with its initialisation."""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+
+from vivit.engine.checkpoint import load_checkpoint
+from vivit.engine.config import DataSection, ModelSection, RunSection
+from vivit.errors import ConfigError
+from vivit.model import ViViT, create_model
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is the process's CUDA device when there is one, else the CPU."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device {name!r} is not allowed; choose one of ['auto', 'cpu', 'cuda']")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' was asked for but no CUDA device is available; use cpu or auto")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", local_rank)
+
+
+def resolve_precision(run: RunSection, device: torch.device) -> str:
+    """`auto` is bf16 on a CUDA device that supports it, fp32 otherwise (always fp32 on CPU)."""
+    if run.precision != "auto":
+        return run.precision
+    return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> ContextManager:
+    """Mixed-precision context for the forward pass; fp32 runs without autocast."""
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device.type, dtype=AUTOCAST_DTYPES[precision])
+
+
+def augment_config(data: DataSection) -> Any:
+    from vivit.data import AugmentConfig
+
+    known = {f.name for f in dataclasses.fields(AugmentConfig)}
+    unknown = sorted(set(data.augment) - known)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) data.augment.{unknown[0]}; allowed: {', '.join(sorted(known))}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.augment.items()}
+    try:
+        return AugmentConfig(**values)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"data.augment: {e}") from None
+
+
+def build_datasets(data: DataSection, image_size: int | None = None) -> tuple[Any, Any | None]:
+    """Training dataset (random clips, augmentation) and validation dataset (val_clips x val_crops views)."""
+    from vivit.data import build_dataset
+
+    size = image_size or data.image_size
+    common = dict(num_frames=data.num_frames, frame_stride=data.frame_stride, image_size=size)
+    train = build_dataset(data.train, split=data.train_split, train=True, augment=augment_config(data), **common)
+    if data.val_split is None and data.val is None:
+        return train, None
+    val = build_dataset(
+        data.val or data.train, split=data.val_split, train=False, classes=train.classes, augment=augment_config(data),
+        num_clips=data.val_clips, num_crops=data.val_crops, **common,
+    )
+    return train, val
+
+
+def build_model(model_cfg: ModelSection, data: DataSection, num_classes: int) -> ViViT:
+    """The configured preset sized to the data, initialised from `model.init` when given."""
+    model = create_model(
+        model_cfg.name, num_classes=num_classes, num_frames=data.num_frames, image_size=data.image_size,
+        drop_path=model_cfg.drop_path, **_listless(model_cfg.overrides),
+    )
+    if model_cfg.init:
+        initialise(model, model_cfg)
+    if model_cfg.grad_checkpointing:
+        model.set_grad_checkpointing(True)
+    return model
+
+
+def initialise(model: ViViT, model_cfg: ModelSection) -> None:
+    """Load `model.init`: a training checkpoint or pretrained folder of this architecture (a different
+    head is re-initialised), or image ViT weights inflated to 3D (Sec. 3.4)."""
+    path = Path(model_cfg.init)
+    if not path.exists():
+        raise FileNotFoundError(f"model.init not found: {path}")
+    kind = model_cfg.init_kind
+    if kind == "auto":
+        kind = "pretrained" if (path / "config.json").is_file() else "checkpoint" if path.suffix == ".pt" else "image_vit"
+    if kind == "image_vit":
+        from vivit.weights.image_vit import init_from_image_vit
+
+        init_from_image_vit(model, path, tubelet_init=model_cfg.tubelet_init)
+        return
+    if kind == "pretrained":
+        import vivit
+
+        cfg = model.config  # positional embeddings are resampled to this run's frames and size
+        state = vivit.load_pretrained(path, num_frames=cfg.num_frames, image_size=cfg.image_size).state_dict()
+    else:
+        state = load_checkpoint(path)["model"]
+    load_matching(model, state, source=str(path))
+
+
+def load_matching(model: ViViT, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `model`; only the classifier head may differ (then it keeps its fresh init).
+    Any other missing, extra or mis-shaped tensor means another architecture: ConfigError naming it."""
+    own = model.state_dict()
+    head = {k for k in own if k.startswith("head.")}
+    problems = [f"missing {k}" for k in own if k not in state and k not in head]
+    problems += [f"unexpected {k}" for k in state if k not in own]
+    problems += [
+        f"{k} is {tuple(state[k].shape)} here {tuple(v.shape)}"
+        for k, v in own.items() if k in state and k not in head and state[k].shape != v.shape
+    ]
+    if problems:
+        raise ConfigError(
+            f"checkpoint {source} is another architecture than {model.config.variant!r} "
+            f"width {model.config.width} depth {model.config.depth}: {len(problems)} tensor(s) differ, "
+            f"first: {problems[0]}"
+        )
+    keep_head = all(k in state and state[k].shape == own[k].shape for k in head)
+    model.load_state_dict({k: (state[k] if k in state and (keep_head or k not in head) else own[k]) for k in own})
+
+
+def _listless(overrides: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}

@@ -1,0 +1,92 @@
+"""Training checkpoints: one `.pt` of plain tensors and containers (loadable with weights_only=True),
+written atomically (temp file then os.replace), with every RNG state needed to resume exactly."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from vivit.config import ViViTConfig
+from vivit.errors import VivitError
+from vivit.model import ViViT
+
+FORMAT = "vivit-train-checkpoint"
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """torch.save to `path.tmp`, fsync, then rename over `path`: a killed writer never leaves a torn file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save({"format": FORMAT, **state}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint safely (weights_only=True); a foreign file raises VivitError naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for corrupt or unsafe files
+        raise VivitError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise VivitError(f"{path} is not a vivit training checkpoint (no '{FORMAT}' marker)")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states as tensors and plain containers."""
+    np_state = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (torch.from_numpy(np_state[1].astype(np.int64)), *(x for x in np_state[2:])),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class LoadedModel(NamedTuple):
+    model: ViViT
+    classes: list[str]
+    train_config: dict[str, Any]  # the run's TrainConfig as a dict; empty for a pretrained folder
+
+
+def load_model(path: str | Path) -> LoadedModel:
+    """A model in eval mode, its class names and training config from a checkpoint (.pt) or pretrained folder."""
+    path = Path(path)
+    if path.is_dir():
+        return _load_pretrained_folder(path)
+    state = load_checkpoint(path)
+    model = ViViT(ViViTConfig.from_dict(state["model_config"]))
+    model.load_state_dict(state["model"])
+    return LoadedModel(model.eval(), list(state["classes"]), state.get("config", {}))
+
+
+def _load_pretrained_folder(path: Path) -> LoadedModel:
+    import vivit
+    from vivit.data import read_labels
+
+    model = vivit.load_pretrained(path)
+    labels = path / "labels.txt"
+    classes = read_labels(labels) if labels.is_file() else [str(i) for i in range(model.config.num_classes)]
+    return LoadedModel(model.eval(), classes, {})

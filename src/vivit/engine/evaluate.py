@@ -1,0 +1,149 @@
+"""Multi-view evaluation (paper Sec. 4.1: 4 temporal clips x 3 spatial crops, logits averaged) and the
+`vivit eval` command: top-1/top-5, mean class and per-class accuracy, confusion matrix PNG, JSON report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vivit.engine import distributed as dist
+from vivit.engine.build import autocast, resolve_device
+from vivit.engine.logging import progress
+from vivit.engine.metrics import AGGREGATIONS, ClassificationReport, aggregate_views
+from vivit.errors import ConfigError, DataError
+
+
+@torch.no_grad()
+def collect_scores(model: nn.Module, loader: Any, *, device: torch.device, precision: str = "fp32",
+                   aggregation: str = "logits", quiet: bool = True, desc: str = "eval") -> tuple[torch.Tensor, ...]:
+    """Aggregated (N, K) scores, labels, dataset indices and the skipped-file count, gathered over
+    ranks and ordered by index (a DistributedSampler's padding duplicates are dropped)."""
+    model.eval()
+    scores, labels, indices, skipped = [], [], [], 0
+    for batch in progress(loader, desc=desc, total=len(loader), unit="batch", quiet=quiet or not dist.is_main()):
+        skipped += batch.skipped
+        if len(batch.labels) == 0:
+            continue
+        videos = batch.videos.to(device, non_blocking=True)
+        if videos.ndim == 5:  # a single view without the V axis
+            videos = videos[:, None]
+        b, v = videos.shape[:2]
+        with autocast(device, precision):
+            logits = model(videos.flatten(0, 1))
+        scores.append(aggregate_views(logits.reshape(b, v, -1), aggregation))
+        labels.append(batch.labels.to(device))
+        indices.append(batch.indices.to(device))
+    num_classes = dist.unwrap(model).config.num_classes
+    scores_t = torch.cat(scores) if scores else torch.empty(0, num_classes, device=device)
+    labels_t = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=device)
+    indices_t = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=device)
+    scores_t, labels_t, indices_t = (dist.all_gather_cat(t) for t in (scores_t, labels_t, indices_t))
+    (skipped,) = dist.all_reduce_sum([skipped], device)
+    order = torch.argsort(indices_t, stable=True)
+    scores_t, labels_t, indices_t = scores_t[order], labels_t[order], indices_t[order]
+    first = torch.ones_like(indices_t, dtype=torch.bool)
+    first[1:] = indices_t[1:] != indices_t[:-1]
+    return scores_t[first].cpu(), labels_t[first].cpu(), indices_t[first].cpu(), int(skipped)
+
+
+def evaluate_loader(model: nn.Module, loader: Any, *, device: torch.device, num_classes: int, precision: str = "fp32",
+                    aggregation: str = "logits", quiet: bool = True, desc: str = "eval") -> ClassificationReport:
+    scores, labels, _, _ = collect_scores(model, loader, device=device, precision=precision,
+                                          aggregation=aggregation, quiet=quiet, desc=desc)
+    if len(labels) == 0:
+        raise DataError("no validation video could be decoded")
+    return ClassificationReport.from_scores(scores, labels, num_classes)
+
+
+def parse_views(text: str) -> tuple[int, int]:
+    """'4x3' -> (4 clips, 3 crops)."""
+    try:
+        clips, crops = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--views {text!r} must look like CLIPSxCROPS, e.g. 4x3") from None
+    if clips < 1 or crops not in (1, 3):
+        raise ConfigError(f"--views {text!r}: clips must be >= 1 and crops 1 or 3")
+    return clips, crops
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str = "4x3",
+                        aggregation: str = "logits", frame_stride: int | None = None, batch_size: int = 8,
+                        num_workers: int = 2, device: str = "auto", out: str | Path | None = None,
+                        quiet: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`."""
+    from vivit.data import build_dataset, make_loader
+    from vivit.engine.checkpoint import load_model
+    from vivit.engine.plots import confusion_matrix
+
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(f"--aggregate {aggregation!r} is not allowed; choose one of {list(AGGREGATIONS)}")
+    clips, crops = parse_views(views)
+    model, classes, train_config = load_model(checkpoint)
+    cfg = model.config
+    stride, augment = eval_preprocessing(train_config)
+    dataset = build_dataset(data, split=split, train=False, num_frames=cfg.num_frames, frame_stride=frame_stride or stride,
+                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes,
+                            augment=augment)
+    dev = resolve_device(device)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    scores, labels, _, skipped = collect_scores(model.to(dev), loader, device=dev, aggregation=aggregation,
+                                                quiet=quiet, desc=f"eval {views}")
+    if len(labels) == 0:
+        raise DataError(f"no video of {data} could be decoded")
+    report = ClassificationReport.from_scores(scores, labels, len(classes))
+    result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "views": f"{clips}x{crops}",
+              "aggregation": aggregation, "skipped": skipped, "classes": classes, **asdict(report)}
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(result, indent=2))
+        confusion_matrix(report.confusion, classes, out / "confusion.png", title=f"{Path(checkpoint).name} ({views} views)")
+    return result
+
+
+def eval_preprocessing(train_config: dict[str, Any]) -> tuple[int, Any]:
+    """Frame stride and resize/normalisation of the run that trained a checkpoint (defaults without one)."""
+    from vivit.engine.build import augment_config
+    from vivit.engine.config import DataSection, TrainConfig
+
+    data = TrainConfig.from_dict(train_config).data if train_config else DataSection()
+    return data.frame_stride, augment_config(data)
+
+
+def format_report(r: dict[str, Any]) -> str:
+    lines = [f"{r['num_samples']} videos ({r['skipped']} skipped), {r['views']} views, {r['aggregation']} averaged",
+             f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  mean class {100 * r['mean_class_accuracy']:.2f}%",
+             "per class:"]
+    width = max(len(c) for c in r["classes"])
+    for name, acc in zip(r["classes"], r["per_class_accuracy"]):
+        lines.append(f"  {name:<{width}}  {'-' if acc is None else f'{100 * acc:.1f}%'}")
+    return "\n".join(lines)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
+    parser.add_argument("data", help="dataset folder, list file or Kinetics-style CSV")
+    parser.add_argument("--split", default="val", help="sub-folder/split to evaluate (default: val)")
+    parser.add_argument("--views", default="4x3", help="CLIPSxCROPS multi-view testing (default: 4x3, the paper's)")
+    parser.add_argument("--aggregate", default="logits", choices=AGGREGATIONS, help="average logits (paper) or softmax")
+    parser.add_argument("--stride", type=int, default=None, help="frame stride (default: the training config's)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--out", default=None, help="folder for report.json and confusion.png")
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, views=args.views, aggregation=args.aggregate,
+                                 frame_stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
+                                 device=args.device, out=args.out, quiet=args.quiet)
+    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    return 0

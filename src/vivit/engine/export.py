@@ -1,0 +1,60 @@
+"""`vivit export CKPT --format onnx OUT`: ONNX export, checked against PyTorch with onnxruntime."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vivit.errors import VivitError
+
+FORMATS = ("onnx",)
+
+
+def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1, opset: int = 17, seed: int = 0) -> dict[str, Any]:
+    """Trace the model to ONNX (input `video` (B, C, T, H, W), dynamic batch, output `logits`), run the same
+    random input through onnxruntime and PyTorch, and report the max absolute difference."""
+    from vivit.engine.checkpoint import load_model
+
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise VivitError("ONNX export needs onnx and onnxruntime: pip install 'vivit[onnx]'") from None
+    model = load_model(checkpoint).model
+    cfg = model.config
+    video = torch.rand(batch_size, cfg.in_channels, cfg.num_frames, *cfg.image_size,
+                       generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():  # the tracer warns about Python control flow on static shapes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (video,), str(out), dynamo=False, opset_version=opset, input_names=["video"],
+                          output_names=["logits"], dynamic_axes={"video": {0: "batch"}, "logits": {0: "batch"}})
+    with torch.no_grad():
+        expected = model(video).numpy()
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"video": video.numpy()})[0]
+    return {"checkpoint": str(checkpoint), "out": str(out), "format": "onnx", "opset": opset,
+            "input_shape": list(video.shape), "max_abs_diff": float(abs(got - expected).max())}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
+    parser.add_argument("out", help="output file, e.g. model.onnx")
+    parser.add_argument("--format", default="onnx", choices=FORMATS)
+    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"wrote {result['out']} (opset {result['opset']}, input {tuple(result['input_shape'])}); "
+              f"onnxruntime vs PyTorch max abs diff {result['max_abs_diff']:.2e}")
+    return 0

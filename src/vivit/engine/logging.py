@@ -1,0 +1,68 @@
+"""Progress and metric logging: tqdm bars (throughput, ETA), a CSV of metrics (TensorBoard too when
+installed) and the concise per-epoch line."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Iterator, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+
+def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it", quiet: bool = False) -> Iterator[T]:
+    """A tqdm bar with rate and ETA on stderr; off when quiet or when stderr is not a terminal."""
+    return tqdm(items, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+class MetricLogger:
+    """Appends rows to `metrics.csv` (columns fixed by the first row, resume keeps appending) and
+    mirrors scalars to TensorBoard when it is installed and enabled."""
+
+    def __init__(self, out: str | Path, tensorboard: bool = True):
+        self.path = Path(out) / "metrics.csv"
+        self.fields: list[str] | None = None
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.fields = next(csv.reader(f), None)
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            self.writer = SummaryWriter(str(out)) if SummaryWriter else None
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self.fields is None:
+            self.fields = list(row)
+            with open(self.path, "w", newline="") as f:
+                csv.writer(f).writerow(self.fields)
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, self.fields, extrasaction="ignore").writerow(row)
+        if self.writer is not None:
+            for key, value in row.items():
+                if key not in ("step", "kind") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{row.get('kind', 'train')}/{key}", value, row["step"])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def epoch_line(epoch: int, epochs: int, stats: dict[str, Any]) -> str:
+    """`epoch 3/10  loss 1.234  acc 45.6%  val 50.0%/90.0%  lr 1.2e-03  42.1 clips/s  skipped 0`."""
+    parts = [f"epoch {epoch}/{epochs}", f"loss {stats['loss']:.4f}", f"acc {100 * stats['acc']:.1f}%"]
+    if stats.get("val_top1") is not None:
+        parts.append(f"val top1 {100 * stats['val_top1']:.1f}% top5 {100 * stats['val_top5']:.1f}%")
+    parts += [f"lr {stats['lr']:.2e}", f"{stats['clips_per_s']:.1f} clips/s", f"skipped {stats['skipped']}"]
+    return "  ".join(parts)

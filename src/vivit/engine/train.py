@@ -1,0 +1,309 @@
+"""The training loop: gradient accumulation, mixed precision, clipping, DDP, per-epoch validation,
+atomic checkpoints and exact resume (paper Sec. 4.1 / Table 7 recipe by default)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vivit.engine import distributed as dist
+from vivit.engine.build import autocast, build_datasets, build_model, resolve_device, resolve_precision
+from vivit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vivit.engine.config import OptimSection, TrainConfig, load_config, save_config
+from vivit.engine.evaluate import evaluate_loader
+from vivit.engine.logging import MetricLogger, epoch_line, progress
+from vivit.engine.optim import build_optimizer
+from vivit.engine.schedule import build_scheduler
+from vivit.errors import ConfigError, DataError
+
+
+@dataclass
+class StepResult:
+    loss_sum: float  # summed per-sample loss over this process's clips
+    correct: int     # clips whose arg-max is the (unmixed) label
+    samples: int
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy against soft targets (label smoothing and mixup), computed in fp32."""
+    return -(targets * logits.float().log_softmax(dim=-1)).sum(dim=-1)
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """Dropout, stochastic-depth and mixup randomness of one step depends only on (seed, step, rank)."""
+    return (seed * 1_000_003 + step) * 64 + rank
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    micro_batches: list[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    optim: OptimSection,
+    num_classes: int,
+    device: torch.device,
+    precision: str = "fp32",
+    generator: torch.Generator | None = None,
+) -> StepResult:
+    """One optimiser step over accumulated micro-batches of (videos, labels).
+
+    The loss is the mean over this process's clips of the step; DDP averages gradients over ranks,
+    so equal per-rank batches give exactly the single-process gradient of the global batch."""
+    from vivit.data import mixup, soft_targets
+
+    total = sum(len(labels) for _, labels in micro_batches)
+    result = StepResult(0.0, 0, total)
+    for i, (videos, labels) in enumerate(micro_batches):
+        videos, labels = videos.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        empty = len(labels) == 0
+        if empty:  # every clip failed to decode: a zero-weighted pass keeps the ranks' all-reduce in step
+            videos = torch.zeros((1, *_input_shape(model)), device=device)
+            labels = torch.zeros(1, dtype=torch.long, device=device)
+        targets = soft_targets(labels, num_classes, optim.label_smoothing)
+        if optim.mixup_alpha > 0 and not empty:
+            videos, targets = mixup(videos, targets, optim.mixup_alpha, generator=generator)
+        with dist.no_sync(model, skip=i < len(micro_batches) - 1), autocast(device, precision):
+            logits = model(videos)
+            losses = soft_cross_entropy(logits, targets)
+            loss = losses.sum() * (0.0 if empty else 1.0 / max(total, 1))
+        scaler.scale(loss).backward()
+        if not empty:
+            result.loss_sum += float(losses.detach().sum())
+            result.correct += int((logits.detach().argmax(dim=-1) == labels).sum())
+    scaler.unscale_(optimizer)
+    if optim.clip_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad_norm)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return result
+
+
+def _input_shape(model: nn.Module) -> tuple[int, ...]:
+    cfg = dist.unwrap(model).config
+    return (cfg.in_channels, cfg.num_frames, *cfg.image_size)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool = False,
+          stop_after_steps: int | None = None) -> dict[str, Any]:
+    """Run (or resume) training as configured; returns a summary (best/final validation metrics, paths).
+
+    `resume=True` continues from `<run.out>/last.pt` when it exists; a path resumes from that file.
+    `stop_after_steps` ends this invocation after that many optimiser steps with a resumable checkpoint."""
+    run = config.run
+    rank, world, local_rank = dist.init_distributed(resolve_device(run.device).type)
+    device = resolve_device(run.device, local_rank)
+    precision = resolve_precision(run, device)
+    if run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    _seed_everything(run.seed)
+    out = Path(run.out)
+    say = (lambda msg: print(msg, flush=True)) if dist.is_main() and not quiet else (lambda msg: None)
+
+    micro = run.batch_size // (world * run.grad_accum)
+    if micro * world * run.grad_accum != run.batch_size:
+        raise ConfigError(f"run.batch_size {run.batch_size} must be divisible by processes x run.grad_accum = {world * run.grad_accum}")
+
+    from vivit.data import make_loader, write_labels
+
+    train_set, val_set = build_datasets(config.data)
+    classes = train_set.classes
+    loader = make_loader(train_set, batch_size=micro, shuffle=True, num_workers=config.data.num_workers,
+                         seed=run.seed, drop_last=True, distributed=world > 1)
+    val_loader = None if val_set is None else make_loader(
+        val_set, batch_size=micro, shuffle=False, num_workers=config.data.num_workers, distributed=world > 1)
+    steps_per_epoch = len(loader) // run.grad_accum
+    if steps_per_epoch == 0:
+        raise DataError(f"{config.data.train} has {len(train_set)} videos: fewer than one step of run.batch_size={run.batch_size}")
+    total_steps = config.schedule.epochs * steps_per_epoch
+    if config.schedule.max_steps is not None:
+        total_steps = min(total_steps, config.schedule.max_steps) if config.schedule.epochs else config.schedule.max_steps
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = round(config.schedule.warmup_epochs * steps_per_epoch)
+
+    model = build_model(config.model, config.data, len(classes)).to(device)
+    optimizer = build_optimizer(model, config.optim, run.batch_size)
+    scheduler = build_scheduler(optimizer, total_steps, warmup, config.schedule.name, config.schedule.min_lr)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    state = {"epoch": 0, "step": 0, "best_top1": -1.0, "epoch_stats": _new_stats()}
+    resume_from = (out / "last.pt" if resume is True else Path(resume)) if resume else None
+    if resume_from is not None and (resume is not True or resume_from.is_file()):
+        ckpt = load_checkpoint(resume_from)
+        _check_same_model(ckpt, model, resume_from)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        state = {k: ckpt[k] for k in state}
+        say(f"resumed from {resume_from} at epoch {state['epoch']} step {state['step']}")
+    elif resume is True:
+        say(f"no checkpoint at {resume_from}: starting a new run")
+
+    net = dist.wrap_ddp(model, device)
+    if config.model.compile:
+        net = torch.compile(net)
+    logger = None
+    if dist.is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(config, out / "config.yaml")
+        write_labels(out / "labels.txt", classes)
+        logger = MetricLogger(out, tensorboard=run.tensorboard)
+    say(f"training {config.model.name} on {len(train_set)} videos ({len(classes)} classes), {world} process(es), "
+        f"{device.type} {precision}, {total_steps} steps of {run.batch_size} clips")
+
+    def checkpoint(path: Path, epoch_stats: dict[str, float]) -> None:
+        if dist.is_main():
+            save_checkpoint(path, {
+                "model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes,
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "rng": rng_state(), "epoch": state["epoch"], "step": state["step"], "best_top1": state["best_top1"],
+                "epoch_stats": epoch_stats, "config": config.to_dict(),
+            })
+        dist.barrier()
+
+    steps_this_run = 0
+    last_report = None
+    for epoch in range(state["epoch"], epochs):
+        state["epoch"] = epoch
+        loader.set_epoch(epoch)
+        stats = state["epoch_stats"]
+        done_in_epoch = state["step"] - epoch * steps_per_epoch  # > 0 when resuming mid-epoch
+        steps_in_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+        net.train()
+        start, pending = time.perf_counter(), []
+        batches = progress(loader, desc=f"epoch {epoch + 1}/{epochs}", total=steps_in_epoch * run.grad_accum,
+                           unit="batch", quiet=quiet or not dist.is_main())
+        for i, batch in enumerate(batches):
+            if i < done_in_epoch * run.grad_accum:
+                continue  # replayed for the sampler's sake; this step is already in the checkpoint
+            if i >= steps_in_epoch * run.grad_accum:
+                break
+            stats["skipped"] += batch.skipped
+            pending.append((batch.videos, batch.labels))
+            if len(pending) < run.grad_accum:
+                continue
+            torch.manual_seed(step_seed(run.seed, state["step"], rank))
+            generator = torch.Generator().manual_seed(step_seed(run.seed, state["step"], rank))
+            result = train_step(net, optimizer, scheduler, scaler, pending, optim=config.optim,
+                                num_classes=len(classes), device=device, precision=precision, generator=generator)
+            pending = []
+            state["step"] += 1
+            steps_this_run += 1
+            stats["loss_sum"] += result.loss_sum
+            stats["correct"] += result.correct
+            stats["samples"] += result.samples
+            if logger and state["step"] % run.log_every == 0:
+                logger.log(_row("step", epoch + 1, state["step"], result.loss_sum / max(result.samples, 1),
+                                result.correct / max(result.samples, 1), scheduler.get_last_lr()[0]))
+            stop = stop_after_steps is not None and steps_this_run >= stop_after_steps
+            if (run.save_every_steps and state["step"] % run.save_every_steps == 0) or stop:
+                checkpoint(out / "last.pt", stats)
+            if stop:
+                say(f"stopped after {steps_this_run} steps (step {state['step']}); resume with --resume")
+                return {"stopped": True, "step": state["step"], "out": str(out)}
+        stats["seconds"] += time.perf_counter() - start
+        loss_sum, correct, samples, skipped = dist.all_reduce_sum(
+            [stats["loss_sum"], stats["correct"], stats["samples"], stats["skipped"]], device)
+        line = {"loss": loss_sum / max(samples, 1), "acc": correct / max(samples, 1), "lr": scheduler.get_last_lr()[0],
+                "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None}
+        last_epoch = epoch == epochs - 1
+        if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
+            last_report = evaluate_loader(net, val_loader, device=device, precision=precision,
+                                          num_classes=len(classes), quiet=quiet, desc="validate")
+            line.update(val_top1=last_report.top1, val_top5=last_report.top5)
+        say(epoch_line(epoch + 1, epochs, line))
+        state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
+        improved = line["val_top1"] is not None and line["val_top1"] > state["best_top1"]
+        if improved:
+            state["best_top1"] = line["val_top1"]
+        if logger:
+            logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
+        if run.keep_last:
+            checkpoint(out / "last.pt", state["epoch_stats"])
+        if run.keep_best and improved:
+            checkpoint(out / "best.pt", state["epoch_stats"])
+            if dist.is_main():
+                _export_best(model, classes, out / "best")
+    if logger:
+        logger.close()
+        _final_plots(out)
+    dist.barrier()
+    return {"stopped": False, "step": state["step"], "epochs": epochs, "out": str(out), "classes": classes,
+            "best_top1": state["best_top1"] if state["best_top1"] >= 0 else None,
+            "final": None if last_report is None else last_report.__dict__}
+
+
+def _new_stats() -> dict[str, float]:
+    return {"loss_sum": 0.0, "correct": 0, "samples": 0, "skipped": 0, "seconds": 0.0}
+
+
+def _row(kind: str, epoch: int, step: int, loss: float, acc: float, lr: float, extra: dict | None = None) -> dict:
+    row = {"kind": kind, "epoch": epoch, "step": step, "loss": loss, "acc": acc, "lr": lr,
+           "val_top1": "", "val_top5": "", "clips_per_s": "", "skipped": ""}
+    for key in ("val_top1", "val_top5", "clips_per_s", "skipped"):
+        if extra and extra.get(key) is not None:
+            row[key] = extra[key]
+    return row
+
+
+def _check_same_model(ckpt: dict[str, Any], model: nn.Module, path: Path) -> None:
+    """Resuming needs the same architecture: name the fields that differ."""
+    saved, current = ckpt["model_config"], model.config.to_dict()
+    diff = [f"{k}: checkpoint {saved.get(k)!r} vs config {v!r}" for k, v in current.items() if saved.get(k) != v]
+    if diff:
+        raise ConfigError(f"cannot resume from {path}: it is another architecture ({'; '.join(diff[:3])})")
+
+
+def _export_best(model: nn.Module, classes: list[str], folder: Path) -> None:
+    """The best weights also in the pretrained format (config.json + model.safetensors + labels.txt)."""
+    model.save_pretrained(folder, labels=classes)
+
+
+def _final_plots(out: Path) -> None:
+    from vivit.engine.plots import training_curves
+
+    training_curves(out / "metrics.csv", out / "training_curves.png")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", default=None, help="YAML or TOML config file (optional)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as optim.lr=0.05 run.batch_size=32")
+    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
+                        help="continue from CKPT, or from <run.out>/last.pt when given without a path")
+    parser.add_argument("--stop-after-steps", type=int, default=None, help="stop after N steps with a resumable checkpoint")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    path, overrides = args.config, list(args.overrides)
+    if path is not None and "=" in path:  # no config file: the first argument is already an override
+        path, overrides = None, [path, *overrides]
+    config = load_config(path, overrides)
+    try:
+        summary = train(config, resume=args.resume, quiet=args.quiet or args.json, stop_after_steps=args.stop_after_steps)
+        if args.json and dist.is_main():
+            print(json.dumps(summary, indent=2))
+    finally:
+        dist.cleanup()
+    return 0
