@@ -13,7 +13,7 @@ from vivit.errors import VivitError
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("vivit.weights.convert", "convert HF, Scenic or image-ViT weights into a vivit model folder"),
     "profile": ("vivit.profile", "parameters, FLOPs/MACs, latency and memory of a model; --table for the paper's Table 2"),
-    "synth": ("vivit.data.synthetic", "write a synthetic motion-direction video dataset (H.264, train/val splits)"),
+    "synth": ("vivit.data.synthetic", "write a synthetic motion video dataset (H.264, train/val splits)"),
     "check-data": ("vivit.data.check", "list the videos of a dataset that cannot be decoded"),
     "train": ("vivit.engine.train", "train a ViViT from a YAML/TOML config plus key=value overrides; --resume continues"),
     "eval": ("vivit.engine.evaluate", "multi-view evaluation of a checkpoint: top-1/5, per-class accuracy, confusion matrix"),
@@ -50,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """`vivit demo`: synthetic motion videos -> train a small factorised-encoder ViViT (Model 2) and its
 average-pool baseline with the same recipe -> multi-view evaluation -> comparison table and plots.
 
-The class is the direction of motion (left or right) of a square, which no single frame shows. Each 2x8x8 tubelet
-sees two consecutive frames, where the square moves by only 1-2 pixels; the temporal encoder can follow
-the square over all 8 tubelets, while the average-pool baseline (paper Table 2) only averages the
-per-tubelet evidence."""
+The class is the order of a square's motion: left then back right (`left-right`), or right then back left
+(`right-left`). Every frame, and the unordered set of frames, has the same distribution in both classes. Each
+2x8x8 tubelet sees two consecutive frames, where the square moves by only 1-2 pixels; the temporal encoder can
+follow the square over all 8 tubelets, while the average-pool baseline (paper Table 2) only averages the
+per-tubelet evidence, which is the same for both orders."""
 
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def run_demo(out: str | Path, *, epochs: int | None = None, videos_per_class: in
                           "mean_class_accuracy": report["mean_class_accuracy"]}
     chance = 1.0 / data["classes"]
     plots.comparison({label.replace(" ", "\n"): r["top1"] for label, r in results.items()}, out / "comparison.png",
-                     title=f"synthetic motion, {data['classes']} directions ({VIEWS} views)", chance=chance)
+                     title=f"synthetic motion order, {data['classes']} classes ({VIEWS} views)", chance=chance)
     summary = {"data": data, "views": VIEWS, "chance": chance, "results": results}
     (out / "demo_report.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -84,7 +85,7 @@ def format_table(summary: dict[str, Any]) -> str:
     for label, r in summary["results"].items():
         lines.append(f"{label:<24} {100 * r['val_top1_1view']:>18.1f}% {100 * r['top1']:>12.1f}% "
                      f"{100 * r['top5']:>6.1f}% {100 * r['mean_class_accuracy']:>10.1f}% {r['train_seconds']:>8.0f}")
-    lines.append(f"chance: {100 * summary['chance']:.1f}% (no single frame tells the direction of motion)")
+    lines.append(f"chance: {100 * summary['chance']:.1f}% (no single frame, nor the set of frames, tells the order of motion)")
     return "\n".join(lines)
 
 
