@@ -60,6 +60,24 @@ def test_predict_files_and_folders(trained, capsys, tmp_path):
     assert "000.mp4" in table and "dark" in table
 
 
+def test_best_folder_keeps_the_training_preprocessing(trained):
+    from vivit.engine.checkpoint import load_model
+
+    _, run = trained
+    loaded = load_model(run / "best")
+    assert loaded.train_config["data"]["frame_stride"] == 1  # the folder alone, not the defaults (stride 2)
+    assert not (run / "best.tmp").exists() and not (run / "best.old").exists()
+
+
+def test_predict_when_every_video_is_unreadable(trained, capsys, tmp_path):
+    _, run = trained
+    (tmp_path / "a.mp4").write_bytes(b"")
+    (tmp_path / "b.mp4").write_bytes(b"not a video")
+    assert main(["predict", str(run / "last.pt"), str(tmp_path), "--json", "--quiet"]) == 1
+    r = json.loads(capsys.readouterr().out)
+    assert r["results"] == [] and sorted(r["failed"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+
+
 def test_export_onnx_matches_pytorch(trained, capsys, tmp_path):
     _, run = trained
     r = run_json(capsys, ["export", str(run / "last.pt"), str(tmp_path / "m.onnx"), "--format", "onnx", "--json"])
@@ -82,6 +100,25 @@ def test_bad_input_is_one_error_line(argv, message, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("flag", [["--top-k", "0"], ["--batch-size", "-1"], ["--top-k", "two"]])
+def test_bad_counts_are_refused_by_the_parser(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "ckpt.pt", "video.mp4", *flag])
+    assert e.value.code == 2 and "expected a positive integer" in capsys.readouterr().err
+
+
+def test_corrupt_weights_are_one_error_line(trained, capsys, tmp_path):
+    import shutil
+
+    _, run = trained
+    shutil.copytree(run / "best", tmp_path / "best")
+    weights = tmp_path / "best" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated
+    assert main(["predict", str(tmp_path / "best"), "video.mp4"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "model.safetensors" in err and "Traceback" not in err
 
 
 def test_checkpoint_of_another_architecture(trained, capsys, tmp_path):

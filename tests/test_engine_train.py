@@ -93,6 +93,14 @@ def test_resume_and_init_refuse_another_architecture(data, tmp_path):
         train(load_config(None, tiny_overrides(data, tmp_path / "c", **init)), quiet=True)
 
 
+def test_resume_refuses_another_batch_size(data, tmp_path):
+    cfg = load_config(None, tiny_overrides(data, tmp_path))
+    assert train(cfg, quiet=True, stop_after_steps=2)["stopped"]
+    bigger = load_config(None, tiny_overrides(data, tmp_path, **{"run.batch_size": 4}))
+    with pytest.raises(ConfigError, match="run.batch_size: checkpoint 8 vs now 4"):
+        train(bigger, resume=True, quiet=True)
+
+
 def test_init_from_a_checkpoint_with_another_head(data, tmp_path):
     train(load_config(None, tiny_overrides(data, tmp_path / "a", **{"schedule.max_steps": 2})), quiet=True)
     source = load_checkpoint(tmp_path / "a" / "last.pt")["model"]

@@ -23,6 +23,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def positive_int(text: str) -> int:
+    """argparse type for counts that must be at least 1 (batch sizes, top-k, strides)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vivit", description="ViViT: Video Vision Transformers.")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -42,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (VivitError, FileNotFoundError) as e:
+    except (VivitError, OSError) as e:  # OSError: missing, unreadable or unwritable files
         if args.debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)

@@ -10,8 +10,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+import yaml
 
 from vivit.config import ViViTConfig
+from vivit.engine.config import TRAIN_CONFIG_FILE
 from vivit.errors import VivitError
 from vivit.model import ViViT
 
@@ -68,7 +70,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class LoadedModel(NamedTuple):
     model: ViViT
     classes: list[str]
-    train_config: dict[str, Any]  # the run's TrainConfig as a dict; empty for a pretrained folder
+    train_config: dict[str, Any]  # the run's TrainConfig as a dict; empty for a folder without train_config.yaml
 
 
 def load_model(path: str | Path) -> LoadedModel:
@@ -89,4 +91,6 @@ def _load_pretrained_folder(path: Path) -> LoadedModel:
     model = vivit.load_pretrained(path)
     labels = path / "labels.txt"
     classes = read_labels(labels) if labels.is_file() else [str(i) for i in range(model.config.num_classes)]
-    return LoadedModel(model.eval(), classes, {})
+    train_config = path / TRAIN_CONFIG_FILE  # written by `vivit train` beside its best weights
+    config = yaml.safe_load(train_config.read_text()) if train_config.is_file() else {}
+    return LoadedModel(model.eval(), classes, config)

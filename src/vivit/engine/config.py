@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import tomllib
 import types
 import typing
@@ -167,9 +168,20 @@ def apply_override(d: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+TRAIN_CONFIG_FILE = "train_config.yaml"  # stored beside exported weights: how their videos were preprocessed
+
+
+def dump_config(config: TrainConfig) -> str:
+    """The resolved config as YAML text (loadable by load_config)."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML (loadable by load_config)."""
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    """Write the resolved config as YAML, atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_config(config))
+    os.replace(tmp, path)
 
 
 def validate(c: TrainConfig) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vivit.cli import positive_int
 from vivit.engine import distributed as dist
 from vivit.engine.build import autocast, resolve_device
 from vivit.engine.logging import progress
@@ -87,7 +88,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     model, classes, train_config = load_model(checkpoint)
     cfg = model.config
     stride, augment = eval_preprocessing(train_config)
-    dataset = build_dataset(data, split=split, train=False, num_frames=cfg.num_frames, frame_stride=frame_stride or stride,
+    dataset = build_dataset(data, split=split, train=False, num_frames=cfg.num_frames, frame_stride=stride if frame_stride is None else frame_stride,
                             image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes,
                             augment=augment)
     dev = resolve_device(device)
@@ -132,8 +133,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="val", help="sub-folder/split to evaluate (default: val)")
     parser.add_argument("--views", default="4x3", help="CLIPSxCROPS multi-view testing (default: 4x3, the paper's)")
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATIONS, help="average logits (paper) or softmax")
-    parser.add_argument("--stride", type=int, default=None, help="frame stride (default: the training config's)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--stride", type=positive_int, default=None, help="frame stride (default: the training config's)")
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", default=None, help="folder for report.json and confusion.png")

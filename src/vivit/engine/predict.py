@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 
+from vivit.cli import positive_int
 from vivit.engine.build import resolve_device
 from vivit.engine.evaluate import collect_scores, eval_preprocessing, parse_views
+from vivit.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
 
@@ -45,7 +47,10 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
                             augment=augment)
     dev = resolve_device(device)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    scores, _, indices, _ = collect_scores(model.to(dev), loader, device=dev, quiet=quiet, desc="predict")
+    try:
+        scores, _, indices, _ = collect_scores(model.to(dev), loader, device=dev, quiet=quiet, desc="predict")
+    except DataError:  # every input failed to decode (each was named in a warning): list them all as failed
+        return {"checkpoint": str(checkpoint), "results": [], "failed": [str(v) for v in videos]}
     probs = scores.softmax(dim=-1)
     k = min(top_k, len(classes))
     top = probs.topk(k, dim=-1)
@@ -72,9 +77,9 @@ def format_table(result: dict[str, Any]) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
     parser.add_argument("videos", nargs="+", help="video files or folders of videos")
-    parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS views averaged per video (default 1x1)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -85,4 +90,4 @@ def run(args: argparse.Namespace) -> int:
     result = predict(args.checkpoint, args.videos, top_k=args.top_k, views=args.views, batch_size=args.batch_size,
                      num_workers=args.workers, device=args.device, quiet=args.quiet)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
-    return 0
+    return 0 if result["results"] else 1

@@ -19,7 +19,7 @@ from torch import nn
 from vivit.engine import distributed as dist
 from vivit.engine.build import autocast, build_datasets, build_model, resolve_device, resolve_precision
 from vivit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from vivit.engine.config import OptimSection, TrainConfig, load_config, save_config
+from vivit.engine.config import TRAIN_CONFIG_FILE, OptimSection, TrainConfig, dump_config, load_config, save_config
 from vivit.engine.evaluate import evaluate_loader
 from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
@@ -41,7 +41,7 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Dropout, stochastic-depth and mixup randomness of one step depends only on (seed, step, rank)."""
-    return (seed * 1_000_003 + step) * 64 + rank
+    return int(np.random.SeedSequence((seed, step, rank)).generate_state(1, np.uint64)[0] >> 1)
 
 
 def train_step(
@@ -145,10 +145,14 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
     scheduler = build_scheduler(optimizer, total_steps, warmup, config.schedule.name, config.schedule.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = {"epoch": 0, "step": 0, "best_top1": -1.0, "epoch_stats": _new_stats()}
+    # what maps steps to epochs and samples to ranks: a resumed run must keep them
+    schedule = {"run.batch_size": run.batch_size, "run.grad_accum": run.grad_accum, "processes": world,
+                "steps_per_epoch": steps_per_epoch}
     resume_from = (out / "last.pt" if resume is True else Path(resume)) if resume else None
     if resume_from is not None and (resume is not True or resume_from.is_file()):
         ckpt = load_checkpoint(resume_from)
         _check_same_model(ckpt, model, resume_from)
+        _check_same_schedule(ckpt, schedule, resume_from)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -177,7 +181,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
                 "model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "rng": rng_state(), "epoch": state["epoch"], "step": state["step"], "best_top1": state["best_top1"],
-                "epoch_stats": epoch_stats, "config": config.to_dict(),
+                "epoch_stats": epoch_stats, "config": config.to_dict(), "schedule": schedule,
             })
         dist.barrier()
 
@@ -227,23 +231,25 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
         line = {"loss": loss_sum / max(samples, 1), "acc": correct / max(samples, 1), "lr": scheduler.get_last_lr()[0],
                 "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None}
         last_epoch = epoch == epochs - 1
+        state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
+        if run.keep_last:
+            checkpoint(out / "last.pt", state["epoch_stats"])
         if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
             last_report = evaluate_loader(net, val_loader, device=device, precision=precision,
                                           num_classes=len(classes), quiet=quiet, desc="validate")
             line.update(val_top1=last_report.top1, val_top5=last_report.top5)
         say(epoch_line(epoch + 1, epochs, line))
-        state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
         improved = line["val_top1"] is not None and line["val_top1"] > state["best_top1"]
-        if improved:
-            state["best_top1"] = line["val_top1"]
         if logger:
             logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
-        if run.keep_last:
-            checkpoint(out / "last.pt", state["epoch_stats"])
+        if improved:
+            state["best_top1"] = line["val_top1"]
+            if run.keep_last:  # record the new best in last.pt too
+                checkpoint(out / "last.pt", state["epoch_stats"])
         if run.keep_best and improved:
             checkpoint(out / "best.pt", state["epoch_stats"])
             if dist.is_main():
-                _export_best(model, classes, out / "best")
+                _export_best(model, classes, config, out / "best")
     if logger:
         logger.close()
         _final_plots(out)
@@ -274,9 +280,21 @@ def _check_same_model(ckpt: dict[str, Any], model: nn.Module, path: Path) -> Non
         raise ConfigError(f"cannot resume from {path}: it is another architecture ({'; '.join(diff[:3])})")
 
 
-def _export_best(model: nn.Module, classes: list[str], folder: Path) -> None:
-    """The best weights also in the pretrained format (config.json + model.safetensors + labels.txt)."""
-    model.save_pretrained(folder, labels=classes)
+def _check_same_schedule(ckpt: dict[str, Any], schedule: dict[str, int], path: Path) -> None:
+    """Resuming needs the same batch size, accumulation, process count and epoch length: name what differs."""
+    saved = ckpt.get("schedule", {})
+    diff = [f"{k}: checkpoint {saved[k]} vs now {v}" for k, v in schedule.items() if k in saved and saved[k] != v]
+    if diff:
+        raise ConfigError(f"cannot resume from {path}: the run's schedule differs ({'; '.join(diff)}); "
+                          "resume with the same batch size, grad_accum, process count and data")
+
+
+def _export_best(model: nn.Module, classes: list[str], config: TrainConfig, folder: Path) -> None:
+    """The best weights also in the pretrained format (config.json + model.safetensors + labels.txt), with
+    the training config (`train_config.yaml`) so that eval/predict preprocess videos as training did."""
+    from vivit.weights.store import save_pretrained
+
+    save_pretrained(model, folder, labels=classes, extra_files={TRAIN_CONFIG_FILE: dump_config(config)})
 
 
 def _final_plots(out: Path) -> None:

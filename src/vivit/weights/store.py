@@ -10,6 +10,8 @@ positional embedding laid out on another token grid: it is resampled with `posem
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,7 +130,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as e:  # safetensors raises its own error type for truncated or corrupt files
+            raise VivitError(f"{path} is not a readable safetensors file: {e}") from e
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as npz:
             return {k: torch.from_numpy(np.asarray(npz[k])) for k in npz.files}
@@ -159,19 +164,34 @@ def read_json(path: Path) -> dict[str, Any]:
         raise VivitError(f"{path} is not valid JSON: {e}") from e
 
 
-def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = None) -> Path:
-    """Write `config.json` + `model.safetensors` (+ `labels.txt`, one class name a line) to a folder."""
+def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = None,
+                    extra_files: Mapping[str, str] | None = None) -> Path:
+    """Write `config.json` + `model.safetensors` (+ `labels.txt`, one class name a line, + `extra_files`
+    name -> text) to a folder, replacing any previous one whole."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    if labels is not None and len(labels) != model.config.num_classes:
-        raise VivitError(f"{len(labels)} labels given for a model with num_classes={model.config.num_classes}")
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
-    (path / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    model = getattr(model, "_orig_mod", model)  # DDP around a compiled model
+    if labels is not None and len(labels) != model.config.num_classes:
+        raise VivitError(f"{len(labels)} labels given for a model with num_classes={model.config.num_classes}")
+    tmp = path.with_name(path.name + ".tmp")  # written in full, then swapped in: a kill never leaves a torn folder
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
+    save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
     if labels is not None:
-        (path / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
+        (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
+    for extra, text in (extra_files or {}).items():
+        (tmp / extra).write_text(text)
+    if path.exists():
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, path)
     return path
 
 
