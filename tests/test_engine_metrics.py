@@ -67,3 +67,18 @@ def test_no_weight_decay_on_biases_norms_tokens_and_pos_embeddings():
     assert {"spatial.cls_token", "spatial.pos_embed", "temporal.pos_embed", "head.bias"} <= skipped
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.05
     assert scaled_lr(OptimSection(lr=0.1, base_batch_size=None), 512) == 0.1
+
+
+def test_metric_log_restarts_or_resumes_at_the_checkpoint(tmp_path):
+    from vivit.engine.logging import MetricLogger
+
+    def steps():
+        return [int(line.split(",")[1]) for line in (tmp_path / "metrics.csv").read_text().splitlines()[1:]]
+
+    log = MetricLogger(tmp_path, tensorboard=False)
+    for step in range(1, 7):  # a run killed after logging step 6, its last checkpoint at step 3
+        log.log({"kind": "step", "step": step, "loss": 1.0 / step})
+    MetricLogger(tmp_path, tensorboard=False, resume_step=3).log({"kind": "step", "step": 4, "loss": 0.2})
+    assert steps() == [1, 2, 3, 4]  # the replayed steps 4-6 are not logged twice
+    MetricLogger(tmp_path, tensorboard=False).log({"kind": "step", "step": 1, "loss": 0.9})
+    assert steps() == [1]  # a new run in the same folder starts the log afresh

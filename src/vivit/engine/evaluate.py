@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from vivit.engine.build import autocast, resolve_device
 from vivit.engine.logging import progress
 from vivit.engine.metrics import AGGREGATIONS, ClassificationReport, aggregate_views
 from vivit.errors import ConfigError, DataError
+from vivit.model.vivit import unwrap_model
 
 
 @torch.no_grad()
@@ -40,7 +42,7 @@ def collect_scores(model: nn.Module, loader: Any, *, device: torch.device, preci
         scores.append(aggregate_views(logits.reshape(b, v, -1), aggregation))
         labels.append(batch.labels.to(device))
         indices.append(batch.indices.to(device))
-    num_classes = dist.unwrap(model).config.num_classes
+    num_classes = unwrap_model(model).config.num_classes
     scores_t = torch.cat(scores) if scores else torch.empty(0, num_classes, device=device)
     labels_t = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=device)
     indices_t = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=device)
@@ -103,7 +105,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(result, indent=2))
+        tmp = out / "report.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out / "report.json")
         confusion_matrix(report.confusion, classes, out / "confusion.png", title=f"{Path(checkpoint).name} ({views} views)")
     return result
 

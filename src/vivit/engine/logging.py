@@ -4,6 +4,7 @@ installed) and the concise per-epoch line."""
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
@@ -20,15 +21,18 @@ def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: s
 
 
 class MetricLogger:
-    """Appends rows to `metrics.csv` (columns fixed by the first row, resume keeps appending) and
-    mirrors scalars to TensorBoard when it is installed and enabled."""
+    """Appends rows to `metrics.csv` (columns fixed by the first row) and mirrors scalars to TensorBoard
+    when it is installed and enabled. A new run starts the file afresh; a resumed run (`resume_step`)
+    keeps the rows up to its checkpoint's step, so replayed steps are not logged twice."""
 
-    def __init__(self, out: str | Path, tensorboard: bool = True):
+    def __init__(self, out: str | Path, tensorboard: bool = True, resume_step: int | None = None):
         self.path = Path(out) / "metrics.csv"
         self.fields: list[str] | None = None
         if self.path.is_file():
-            with open(self.path, newline="") as f:
-                self.fields = next(csv.reader(f), None)
+            if resume_step is None:
+                self.path.unlink()
+            else:
+                self._truncate(resume_step)
         self.writer = None
         if tensorboard:
             try:
@@ -36,6 +40,18 @@ class MetricLogger:
             except ImportError:  # tensorboard is optional
                 SummaryWriter = None
             self.writer = SummaryWriter(str(out)) if SummaryWriter else None
+
+    def _truncate(self, step: int) -> None:
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+            self.fields = list(rows[0]) if rows else None
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            if self.fields:
+                writer = csv.DictWriter(f, self.fields)
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(r["step"]) <= step)
+        os.replace(tmp, self.path)
 
     def log(self, row: dict[str, Any]) -> None:
         if self.fields is None:

@@ -25,6 +25,7 @@ from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
 from vivit.engine.schedule import build_scheduler
 from vivit.errors import ConfigError, DataError
+from vivit.model.vivit import unwrap_model
 
 
 @dataclass
@@ -93,7 +94,7 @@ def train_step(
 
 
 def _input_shape(model: nn.Module) -> tuple[int, ...]:
-    cfg = dist.unwrap(model).config
+    cfg = unwrap_model(model).config
     return (cfg.in_channels, cfg.num_frames, *cfg.image_size)
 
 
@@ -145,6 +146,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
     scheduler = build_scheduler(optimizer, total_steps, warmup, config.schedule.name, config.schedule.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = {"epoch": 0, "step": 0, "best_top1": -1.0, "epoch_stats": _new_stats()}
+    resumed_at = None
     # what maps steps to epochs and samples to ranks: a resumed run must keep them
     schedule = {"run.batch_size": run.batch_size, "run.grad_accum": run.grad_accum, "processes": world,
                 "steps_per_epoch": steps_per_epoch}
@@ -159,6 +161,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         state = {k: ckpt[k] for k in state}
+        resumed_at = state["step"]
         say(f"resumed from {resume_from} at epoch {state['epoch']} step {state['step']}")
     elif resume is True:
         say(f"no checkpoint at {resume_from}: starting a new run")
@@ -171,7 +174,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
         write_labels(out / "labels.txt", classes)
-        logger = MetricLogger(out, tensorboard=run.tensorboard)
+        logger = MetricLogger(out, tensorboard=run.tensorboard, resume_step=resumed_at)
     say(f"training {config.model.name} on {len(train_set)} videos ({len(classes)} classes), {world} process(es), "
         f"{device.type} {precision}, {total_steps} steps of {run.batch_size} clips")
 
@@ -224,10 +227,15 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
                 checkpoint(out / "last.pt", stats)
             if stop:
                 say(f"stopped after {steps_this_run} steps (step {state['step']}); resume with --resume")
+                if logger:
+                    logger.close()
                 return {"stopped": True, "step": state["step"], "out": str(out)}
         stats["seconds"] += time.perf_counter() - start
         loss_sum, correct, samples, skipped = dist.all_reduce_sum(
             [stats["loss_sum"], stats["correct"], stats["samples"], stats["skipped"]], device)
+        if samples == 0:
+            raise DataError(f"no training clip of epoch {epoch + 1} could be decoded ({int(skipped)} skipped): "
+                            f"check the videos in {config.data.train} with `vivit check-data`")
         line = {"loss": loss_sum / max(samples, 1), "acc": correct / max(samples, 1), "lr": scheduler.get_last_lr()[0],
                 "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None}
         last_epoch = epoch == epochs - 1

@@ -128,6 +128,17 @@ class ViViT(nn.Module):
                 m.grad_checkpointing = enable
 
 
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers, in any nesting (what checkpoints store)."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
 def list_models() -> list[str]:
     """Names of the presets accepted by `create_model`."""
     return sorted(PRESETS)

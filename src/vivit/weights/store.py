@@ -25,7 +25,7 @@ from vivit.config import ViViTConfig
 from vivit.errors import VivitError
 from vivit.model import posembed
 from vivit.model.encoders import Encoder
-from vivit.model.vivit import ViViT
+from vivit.model.vivit import ViViT, unwrap_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -169,9 +169,7 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
     """Write `config.json` + `model.safetensors` (+ `labels.txt`, one class name a line, + `extra_files`
     name -> text) to a folder, replacing any previous one whole."""
     path = Path(path)
-    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
-    model = getattr(model, "module", model)  # unwrap DDP
-    model = getattr(model, "_orig_mod", model)  # DDP around a compiled model
+    model = unwrap_model(model)
     if labels is not None and len(labels) != model.config.num_classes:
         raise VivitError(f"{len(labels)} labels given for a model with num_classes={model.config.num_classes}")
     tmp = path.with_name(path.name + ".tmp")  # written in full, then swapped in: a kill never leaves a torn folder
