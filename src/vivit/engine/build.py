@@ -50,9 +50,8 @@ def augment_config(data: DataSection) -> Any:
     unknown = sorted(set(data.augment) - known)
     if unknown:
         raise ConfigError(f"unknown config key(s) data.augment.{unknown[0]}; allowed: {', '.join(sorted(known))}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.augment.items()}
     try:
-        return AugmentConfig(**values)
+        return AugmentConfig(**_listless(data.augment))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"data.augment: {e}") from None
 

@@ -1,9 +1,8 @@
 """Training checkpoints: one `.pt` of plain tensors and containers (loadable with weights_only=True),
-written atomically (temp file then os.replace), with every RNG state needed to resume exactly."""
+written atomically (`vivit.engine.atomic`), with every RNG state needed to resume exactly."""
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -13,6 +12,7 @@ import torch
 import yaml
 
 from vivit.config import ViViTConfig
+from vivit.engine.atomic import atomic_write
 from vivit.engine.config import TRAIN_CONFIG_FILE
 from vivit.errors import VivitError
 from vivit.model import ViViT
@@ -21,15 +21,11 @@ FORMAT = "vivit-train-checkpoint"
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
-    """torch.save to `path.tmp`, fsync, then rename over `path`: a killed writer never leaves a torn file."""
+    """torch.save written atomically: a killed writer never leaves a torn checkpoint."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save({"format": FORMAT, **state}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with atomic_write(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

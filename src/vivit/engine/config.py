@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import os
 import tomllib
 import types
 import typing
@@ -15,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from vivit.engine.atomic import atomic_write
 from vivit.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -177,11 +177,9 @@ def dump_config(config: TrainConfig) -> str:
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(config))
-    os.replace(tmp, path)
+    """Write the resolved config as YAML, atomically."""
+    with atomic_write(path) as tmp:
+        tmp.write_text(dump_config(config))
 
 
 def validate(c: TrainConfig) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from torch import nn
 
 from vivit.cli import positive_int
 from vivit.engine import distributed as dist
+from vivit.engine.atomic import atomic_write
 from vivit.engine.build import autocast, resolve_device
 from vivit.engine.logging import progress
 from vivit.engine.metrics import AGGREGATIONS, ClassificationReport, aggregate_views
@@ -75,28 +75,40 @@ def parse_views(text: str) -> tuple[int, int]:
     return clips, crops
 
 
+def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str | None = None,
+                frame_stride: int | None = None, aggregation: str = "logits", batch_size: int = 8,
+                num_workers: int = 0, device: str = "auto", quiet: bool = False, desc: str = "eval") -> tuple[Any, ...]:
+    """`collect_scores` of a loaded model (`load_model`) over `source` with clips x crops views, videos
+    preprocessed as in the model's training run (frame stride unless given, resize, normalisation)."""
+    from vivit.data import build_dataset, make_loader
+
+    model, classes, train_config = loaded
+    stride, augment = eval_preprocessing(train_config)
+    dataset = build_dataset(source, split=split, train=False, num_frames=model.config.num_frames,
+                            frame_stride=stride if frame_stride is None else frame_stride,
+                            image_size=model.config.image_size[0], num_clips=views[0], num_crops=views[1],
+                            classes=classes, augment=augment)
+    dev = resolve_device(device)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return collect_scores(model.to(dev), loader, device=dev, aggregation=aggregation, quiet=quiet, desc=desc)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str = "4x3",
                         aggregation: str = "logits", frame_stride: int | None = None, batch_size: int = 8,
                         num_workers: int = 2, device: str = "auto", out: str | Path | None = None,
                         quiet: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`."""
-    from vivit.data import build_dataset, make_loader
     from vivit.engine.checkpoint import load_model
     from vivit.engine.plots import confusion_matrix
 
     if aggregation not in AGGREGATIONS:
         raise ConfigError(f"--aggregate {aggregation!r} is not allowed; choose one of {list(AGGREGATIONS)}")
     clips, crops = parse_views(views)
-    model, classes, train_config = load_model(checkpoint)
-    cfg = model.config
-    stride, augment = eval_preprocessing(train_config)
-    dataset = build_dataset(data, split=split, train=False, num_frames=cfg.num_frames, frame_stride=stride if frame_stride is None else frame_stride,
-                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes,
-                            augment=augment)
-    dev = resolve_device(device)
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    scores, labels, _, skipped = collect_scores(model.to(dev), loader, device=dev, aggregation=aggregation,
-                                                quiet=quiet, desc=f"eval {views}")
+    loaded = load_model(checkpoint)
+    classes = loaded.classes
+    scores, labels, _, skipped = score_views(
+        loaded, data, views=(clips, crops), split=split, frame_stride=frame_stride, aggregation=aggregation,
+        batch_size=batch_size, num_workers=num_workers, device=device, quiet=quiet, desc=f"eval {views}")
     if len(labels) == 0:
         raise DataError(f"no video of {data} could be decoded")
     report = ClassificationReport.from_scores(scores, labels, len(classes))
@@ -105,9 +117,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "report.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out / "report.json")
+        with atomic_write(out / "report.json") as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
         confusion_matrix(report.confusion, classes, out / "confusion.png", title=f"{Path(checkpoint).name} ({views} views)")
     return result
 

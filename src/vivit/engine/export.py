@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vivit.engine.atomic import atomic_write
 from vivit.errors import VivitError
 
 FORMATS = ("onnx",)
@@ -32,19 +32,18 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1,
                        generator=torch.Generator().manual_seed(seed)) * 2 - 1
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")  # renamed to `out` only once onnxruntime agrees with PyTorch
-    with warnings.catch_warnings():  # the tracer warns about Python control flow on static shapes
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (video,), str(tmp), dynamo=False, opset_version=opset, input_names=["video"],
-                          output_names=["logits"], dynamic_axes={"video": {0: "batch"}, "logits": {0: "batch"}})
-    with torch.no_grad():
-        expected = model(video).numpy()
-    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-    diff = float(abs(session.run(["logits"], {"video": video.numpy()})[0] - expected).max())
-    if not diff <= TOLERANCE:
-        tmp.unlink()
-        raise VivitError(f"the ONNX model disagrees with PyTorch (max abs diff {diff:.2e} > {TOLERANCE}); nothing written")
-    os.replace(tmp, out)
+    with atomic_write(out) as tmp:  # `out` appears only once onnxruntime agrees with PyTorch
+        with warnings.catch_warnings():  # the tracer warns about Python control flow on static shapes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (video,), str(tmp), dynamo=False, opset_version=opset, input_names=["video"],
+                              output_names=["logits"], dynamic_axes={"video": {0: "batch"}, "logits": {0: "batch"}})
+        with torch.no_grad():
+            expected = model(video).numpy()
+        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+        diff = float(abs(session.run(["logits"], {"video": video.numpy()})[0] - expected).max())
+        if not diff <= TOLERANCE:
+            raise VivitError(f"the ONNX model disagrees with PyTorch (max abs diff {diff:.2e} > {TOLERANCE}); "
+                             "nothing written")
     return {"checkpoint": str(checkpoint), "out": str(out), "format": "onnx", "opset": opset,
             "input_shape": list(video.shape), "max_abs_diff": diff}
 

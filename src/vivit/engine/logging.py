@@ -4,12 +4,13 @@ installed) and the concise per-epoch line."""
 from __future__ import annotations
 
 import csv
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
+
+from vivit.engine.atomic import atomic_write
 
 T = TypeVar("T")
 
@@ -45,13 +46,11 @@ class MetricLogger:
         with open(self.path, newline="") as f:
             rows = list(csv.DictReader(f))
             self.fields = list(rows[0]) if rows else None
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path) as tmp, open(tmp, "w", newline="") as f:
             if self.fields:
                 writer = csv.DictWriter(f, self.fields)
                 writer.writeheader()
                 writer.writerows(r for r in rows if int(r["step"]) <= step)
-        os.replace(tmp, self.path)
 
     def log(self, row: dict[str, Any]) -> None:
         if self.fields is None:

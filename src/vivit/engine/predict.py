@@ -9,8 +9,7 @@ from typing import Any
 
 
 from vivit.cli import positive_int
-from vivit.engine.build import resolve_device
-from vivit.engine.evaluate import collect_scores, eval_preprocessing, parse_views
+from vivit.engine.evaluate import parse_views, score_views
 from vivit.errors import DataError
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".gif")
@@ -34,21 +33,15 @@ def expand_videos(inputs: list[str | Path]) -> list[Path]:
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, views: str = "1x1",
             batch_size: int = 8, num_workers: int = 0, device: str = "auto", quiet: bool = False) -> dict[str, Any]:
     """Softmax probabilities of the top-k classes per video (views' logits averaged); unreadable files are listed."""
-    from vivit.data import build_dataset, make_loader
     from vivit.engine.checkpoint import load_model
 
-    clips, crops = parse_views(views)
-    model, classes, train_config = load_model(checkpoint)
-    cfg = model.config
+    clips_by_crops = parse_views(views)
+    loaded = load_model(checkpoint)
+    classes = loaded.classes
     videos = expand_videos(inputs)
-    stride, augment = eval_preprocessing(train_config)
-    dataset = build_dataset([str(v) for v in videos], train=False, num_frames=cfg.num_frames, frame_stride=stride,
-                            image_size=cfg.image_size[0], num_clips=clips, num_crops=crops, classes=classes,
-                            augment=augment)
-    dev = resolve_device(device)
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     try:
-        scores, _, indices, _ = collect_scores(model.to(dev), loader, device=dev, quiet=quiet, desc="predict")
+        scores, _, indices, _ = score_views(loaded, [str(v) for v in videos], views=clips_by_crops, batch_size=batch_size,
+                                            num_workers=num_workers, device=device, quiet=quiet, desc="predict")
     except DataError:  # every input failed to decode (each was named in a warning): list them all as failed
         return {"checkpoint": str(checkpoint), "results": [], "failed": [str(v) for v in videos]}
     probs = scores.softmax(dim=-1)
