@@ -12,6 +12,7 @@ from transformers import VivitConfig, VivitForVideoClassification
 import vivit
 from timing import forward_fn, interleave, speedup, summarise, train_step_fn
 from vivit.config import ViViTConfig
+from vivit.profile import count_parameters
 from vivit.weights import hf as hf_weights
 
 
@@ -45,8 +46,8 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     pixel_values = video.transpose(1, 2).contiguous()  # HF's own layout, prepared outside the timing
     target = torch.randint(cfg.num_classes, (batch,))
     result = {"max_abs_diff": max_abs_diff(ours, hf, video),
-              "params_ours": sum(p.numel() for p in ours.parameters()),
-              "params_theirs": sum(p.numel() for p in hf.parameters())}
+              "params_ours": count_parameters(ours),
+              "params_theirs": count_parameters(hf)}
     fwd = interleave({"ours": forward_fn(ours, lambda: ours(video)),
                       "theirs": forward_fn(hf, lambda: hf(pixel_values=pixel_values).logits)}, rounds)
     train = interleave({"ours": train_step_fn(ours, lambda: ours(video), target),

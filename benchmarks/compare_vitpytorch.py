@@ -16,6 +16,7 @@ import torch
 import vivit
 from timing import forward_fn, interleave, speedup, summarise, train_step_fn
 from vivit.config import ViViTConfig
+from vivit.profile import count_parameters
 
 VARIANTS = {"fe": "factorized_encoder", "fsa": "factorized_self_attention"}
 
@@ -50,8 +51,8 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     ours, theirs = vivit.ViViT(cfg), build_theirs(cfg)
     video = torch.randn(batch, cfg.in_channels, cfg.num_frames, *cfg.image_size)  # both read (B, C, T, H, W)
     target = torch.randint(cfg.num_classes, (batch,))
-    result = {"params_ours": sum(p.numel() for p in ours.parameters()),
-              "params_theirs": sum(p.numel() for p in theirs.parameters())}
+    result = {"params_ours": count_parameters(ours),
+              "params_theirs": count_parameters(theirs)}
     fwd = interleave({"ours": forward_fn(ours, lambda: ours(video)), "theirs": forward_fn(theirs, lambda: theirs(video))}, rounds)
     result["forward_ms"] = summarise(fwd)
     result["forward_speedup"] = speedup(fwd["ours"], fwd["theirs"])

@@ -8,7 +8,7 @@ alternating the two so that both see the same machine load:
   raw:      PyAV seek + decode + `to_ndarray(rgb24)` of the 32 frames (stride 2) of each training clip;
   pipeline: `VideoDataset.__getitem__` of the same clips (the default training recipe: short side 256, scale
             jitter [0.9, 1.33], random crop 224, flip 0.5, colour jitter 0.8, [-1, 1]) -> float (3, 32, 224, 224).
-Reports the median over rounds; prints a markdown table and writes benchmarks/results/data_pipeline.md.
+Reports the median over rounds; prints a markdown table and writes it to --out (benchmarks/results/data_pipeline.md).
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=24, help="clips per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--videos", type=int, default=4, help="videos per resolution")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="markdown file for the table")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
@@ -107,8 +108,8 @@ def main() -> None:
     lines += [f"| {name} | {r['raw']:.1f} | {r['pipeline']:.1f} | {100 * r['overhead']:+.0f}% |" for name, r in rows]
     text = "\n".join(lines) + "\n"
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
 
 
 if __name__ == "__main__":

@@ -89,12 +89,13 @@ def meta(args: argparse.Namespace, s: dict) -> dict:
                 image_size=32 if args.smoke else 224, quick=args.quick, smoke=args.smoke)
 
 
-def data_pipeline() -> str | None:
-    """Output of the data-loading benchmark, when that module exists."""
+def data_pipeline(out: Path, smoke: bool) -> str | None:
+    """Output of the data-loading benchmark (one short round with --smoke), when that module exists."""
     script = HERE / "data_pipeline.py"
     if not script.exists():
         return None
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, str(script), "--out", str(out / "data_pipeline.md")] + ["--clips", "2", "--rounds", "1"] * smoke
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     return done.stdout if done.returncode == 0 else f"failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
 
 
@@ -104,10 +105,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny models: checks the machinery in seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="comparisons to run")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results folder (default: results/, or results/quick|smoke/ for those runs)")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.out is None:  # a quick or smoke run never replaces the full run's results
+        args.out = HERE / "results" / ("smoke" if args.smoke else "quick" if args.quick else "")
     from timing import setup
 
     setup(args.threads)
@@ -132,7 +136,7 @@ def main() -> None:
     print("[bench] memory ...", flush=True)
     size = overrides(s["memory_size"], s["frames"])
     results["memory"] = {key: memory.measure("vivit-b-16x2-st", key == "on", args.threads, **size) for key in ("off", "on")}
-    results["data_pipeline"] = data_pipeline()
+    results["data_pipeline"] = data_pipeline(args.out, args.smoke)
     readme = None if args.smoke or args.quick else HERE.parent / "README.md"
     print(report.write(results, args.out, readme))
 

@@ -14,7 +14,7 @@ import torch
 
 import vivit
 from timing import forward_fn, interleave
-from vivit.profile import PAPER_TABLE2, count_flops
+from vivit.profile import PAPER_TABLE2, count_flops, count_parameters
 
 GEMM = "fp32 GEMM"
 
@@ -39,7 +39,7 @@ def compare(size: str, rounds: int, gemm_n: int = 4096, **overrides) -> dict:
         flops = count_flops(m.config)
         ms = statistics.median(times[name])
         rows.append(dict(preset=name.replace("-b-", f"-{size}-"), model=PAPER_TABLE2[name]["name"],
-                         params_m=sum(p.numel() for p in m.parameters()) / 1e6, gflops=flops / 1e9, latency_ms=ms,
+                         params_m=count_parameters(m) / 1e6, gflops=flops / 1e9, latency_ms=ms,
                          gflops_per_s=flops / ms / 1e6, mfu=flops / (ms / 1e3) / peak,
                          paper_runtime_ms=PAPER_TABLE2[name]["runtime_ms"]))
     return {"gemm_n": gemm_n, "gemm_peak_gflops": peak / 1e9, "rows": rows}

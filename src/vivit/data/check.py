@@ -7,11 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-import av
 from tqdm import tqdm
 
 from vivit.data.datasets import failure_reason
-from vivit.data.decode import DECODE_ERRORS, probe, read_frames
+from vivit.data.decode import DECODE_ERRORS, count_decodable_frames, read_frames
 from vivit.data.sources import SPLIT_FOLDERS, find_samples
 
 
@@ -21,10 +20,8 @@ def check_video(path: str | Path, full: bool = True) -> str | None:
         if not full:
             read_frames(path, [0])
             return None
-        probe(path)
-        with av.open(str(path)) as container:
-            if not any(True for _ in container.decode(video=0)):
-                return "no frame could be decoded"
+        if count_decodable_frames(path) == 0:
+            return "no frame could be decoded"
     except DECODE_ERRORS as e:
         return failure_reason(e)
     return None

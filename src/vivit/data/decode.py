@@ -79,6 +79,14 @@ def probe(path: str | Path) -> VideoInfo:
         return _info(container, _video_stream(container))
 
 
+def count_decodable_frames(path: str | Path) -> int:
+    """Open once, check the headers as `probe` does, decode every frame: the number of frames decoded."""
+    with av.open(str(path)) as container:
+        stream = _video_stream(container)
+        _info(container, stream)
+        return sum(1 for _ in container.decode(stream))
+
+
 def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
     """(height, width) of a decoded frame: native, short side scaled to `size` (up only if `upscale`), or (h, w)."""
     if size is None or (isinstance(size, int) and not upscale and size >= min(height, width)):
@@ -101,8 +109,8 @@ class _Lazy:
         return self.array
 
 
-def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, info: VideoInfo,
-            indices: np.ndarray, convert: Callable[[av.VideoFrame], np.ndarray]) -> np.ndarray:
+def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, indices: np.ndarray,
+            convert: Callable[[av.VideoFrame], np.ndarray]) -> np.ndarray:
     """Seek to the keyframe before indices.min(), decode forward, convert only the frames that are asked for."""
     wanted = np.unique(indices)
     rate, time_base = _rate(stream), stream.time_base
@@ -158,7 +166,7 @@ def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
             raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
-        return _decode(container, stream, info, indices, convert_for(info)), info
+        return _decode(container, stream, indices, convert_for(info)), info
 
 
 def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,

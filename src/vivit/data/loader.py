@@ -39,7 +39,8 @@ def _worker_init(_: int) -> None:
 
 
 class VideoLoader:
-    """Iterable of `Batch`; `set_epoch(e)` reseeds shuffling and augmentation; `skipped` counts the last pass."""
+    """Iterable of `Batch`; `set_epoch(e)` reseeds shuffling and augmentation; `skipped` counts the last pass.
+    distributed=True shards with DistributedSampler (rank/world from torch.distributed)."""
 
     def __init__(self, dataset: VideoDataset, *, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0,
                  drop_last: bool = False, distributed: bool = False, pin_memory: bool | None = None):
@@ -90,8 +91,4 @@ class VideoLoader:
         return f"{self.dataset.samples[index][0]}: decoded on retry"
 
 
-def make_loader(dataset: VideoDataset, *, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0,
-                drop_last: bool = False, distributed: bool = False, pin_memory: bool | None = None) -> VideoLoader:
-    """Batches of `dataset`; distributed=True shards with DistributedSampler (rank/world from torch.distributed)."""
-    return VideoLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, seed=seed,
-                       drop_last=drop_last, distributed=distributed, pin_memory=pin_memory)
+make_loader = VideoLoader  # the documented entry point: make_loader(dataset, batch_size=..., shuffle=...)

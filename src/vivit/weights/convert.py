@@ -10,6 +10,7 @@ from typing import Any
 from vivit.config import VARIANTS
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
+from vivit.profile import count_parameters
 from vivit.weights import hf, image_vit, scenic
 from vivit.weights.store import LoadReport, read_json
 
@@ -70,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"dst": str(args.dst), "config": model.config.to_dict(), "report": report.to_dict()}, indent=2))
     else:
         print(report.summary())
-        params_m = sum(p.numel() for p in model.parameters()) / 1e6
+        params_m = count_parameters(model) / 1e6
         print(f"saved {model.config.variant} model ({params_m:.2f} M params) to {args.dst}")
     return 0

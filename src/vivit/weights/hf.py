@@ -20,7 +20,7 @@ from torch import nn
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError, VivitError
 from vivit.model.vivit import ViViT
-from vivit.weights.store import LoadReport, build, read_json, read_state_dict
+from vivit.weights.store import LoadReport, block_depth, build, read_json, read_state_dict
 
 # HF 5.x block sub-module -> timm/ours block sub-module (each has .weight and .bias).
 BLOCK_V5 = {"layernorm_before": "norm1", "attention.o_proj": "attn.proj", "layernorm_after": "norm2",
@@ -35,11 +35,6 @@ BLOCK_V4_TO_V5 = {"attention.attention.query": "attention.q_proj", "attention.at
 HF_ACTIVATIONS = {"gelu_fast": "tanh", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
 IGNORED = ("pooler.",)  # HF's optional pre-logits pooler (VivitModel/ViTModel): no ViViT counterpart
 NAMES = ("v5", "v4")
-
-
-def _depth(keys: list[str], pattern: str) -> int:
-    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
-    return max(found) + 1 if found else 0
 
 
 def _table(depth: int) -> dict[str, str]:
@@ -60,13 +55,9 @@ def _rename(key: str, prefix: str, table: Mapping[str, str], new_prefix: str) ->
     return key
 
 
-def v4_to_v5(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename transformers 4.x keys (`encoder.layer.i...`) to 5.x keys (`layers.i...`); others unchanged."""
-    return {_rename(k, "encoder.layer.", BLOCK_V4_TO_V5, "layers."): v for k, v in sd.items()}
-
-
 def v5_to_v4(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of `v4_to_v5`."""
+    """Rename transformers 5.x keys (`layers.i...`) to 4.x keys (`encoder.layer.i...`); others unchanged
+    (the inverse of the renaming `hf_to_timm` applies on reading)."""
     inverse = {v5: v4 for v4, v5 in BLOCK_V4_TO_V5.items()}
     return {_rename(k, "layers.", inverse, "encoder.layer."): v for k, v in sd.items()}
 
@@ -76,7 +67,7 @@ def hf_to_timm(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
     plus the source keys used. Works for image ViTs (Conv2d patch kernel) and ViViT (Conv3d)."""
     original = {_rename(k, "encoder.layer.", BLOCK_V4_TO_V5, "layers."): k for k in sd}  # 5.x name -> source name
     sd5 = {new: sd[old] for new, old in original.items()}
-    depth = _depth(list(sd5), r"layers\.(\d+)\.")
+    depth = block_depth(sd5, r"layers\.(\d+)\.")
     table = _table(depth)
     out = {timm: sd5[hf] for hf, timm in table.items() if hf in sd5}
     used = [hf for hf in table if hf in sd5]

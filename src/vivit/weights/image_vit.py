@@ -29,7 +29,7 @@ from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.weights import hf, scenic
-from vivit.weights.store import LoadReport, load_state_dict, read_json, read_state_dict
+from vivit.weights.store import LoadReport, block_depth, load_state_dict, read_json, read_state_dict
 
 FSA_TEMPORAL_INITS = ("copy", "zero")
 POS_INTERPOLATIONS = ("bicubic", "bilinear")
@@ -109,7 +109,7 @@ def read_image_vit(source: Any) -> ImageViT:
 
 
 def _depth(state: Mapping[str, torch.Tensor]) -> int:
-    return len({k.split(".")[1] for k in state if k.startswith("blocks.")})
+    return block_depth(state, r"blocks\.(\d+)\.")
 
 
 def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int = 32, **overrides: Any) -> ViViTConfig:

@@ -24,7 +24,7 @@ import torch
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError, VivitError
 from vivit.model.vivit import ViViT
-from vivit.weights.store import LoadReport, build
+from vivit.weights.store import LoadReport, block_depth, build
 
 Tree = dict[str, Any]
 
@@ -157,8 +157,7 @@ def layer_to_scenic(sd: Mapping[str, torch.Tensor], ours: str, dst: str, kind: s
 
 
 def _depth(flat: Mapping[str, Any], encoder: str) -> int:
-    found = {int(m.group(1)) for k in flat if (m := re.match(rf"{encoder}/encoderblock_(\d+)/", k))}
-    return max(found) + 1 if found else 0
+    return block_depth(flat, rf"{re.escape(encoder)}/encoderblock_(\d+)/")
 
 
 def _block_layout(flat: Mapping[str, Any], encoder: str) -> dict[str, tuple[str, str]]:

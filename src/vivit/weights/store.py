@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -57,6 +58,12 @@ class LoadReport:
         lines += [f"  resampled {k}: {a} -> {b}" for k, (a, b) in self.resampled.items()]
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def block_depth(keys: Iterable[str], pattern: str) -> int:
+    """Number of encoder blocks in a checkpoint: 1 + the largest block index `pattern`'s group matches."""
+    found = {int(m.group(1)) for k in keys if (m := re.match(pattern, k))}
+    return max(found) + 1 if found else 0
 
 
 def _group(keys: list[str]) -> list[str]:
