@@ -82,11 +82,10 @@ def load_model(path: str | Path) -> LoadedModel:
 
 def _load_pretrained_folder(path: Path) -> LoadedModel:
     import vivit
-    from vivit.data import read_labels
+    from vivit.weights.store import load_labels
 
     model = vivit.load_pretrained(path)
-    labels = path / "labels.txt"
-    classes = read_labels(labels) if labels.is_file() else [str(i) for i in range(model.config.num_classes)]
+    classes = load_labels(path) or [str(i) for i in range(model.config.num_classes)]
     train_config = path / TRAIN_CONFIG_FILE  # written by `vivit train` beside its best weights
     config = yaml.safe_load(train_config.read_text()) if train_config.is_file() else {}
     return LoadedModel(model.eval(), classes, config)

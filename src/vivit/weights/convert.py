@@ -12,7 +12,7 @@ from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.profile import count_parameters
 from vivit.weights import hf, image_vit, scenic
-from vivit.weights.store import LoadReport, read_json
+from vivit.weights.store import LoadReport, sibling_config
 
 SOURCES = ("hf", "scenic", "image-vit")
 
@@ -47,9 +47,8 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
     labels = None
     if args.source == "hf":
         model, report = hf.load_hf(args.src, **overrides)
-        src = Path(args.src)
-        config = (src if src.is_dir() else src.parent) / "config.json"
-        labels = hf.labels_from_hf(read_json(config)) if config.exists() else None
+        config = sibling_config(args.src)
+        labels = hf.labels_from_hf(config) if config is not None else None
     elif args.source == "scenic":
         model, report = scenic.load_scenic(args.src, args.source_frames, args.variant, args.fsa_order, **overrides)
     else:

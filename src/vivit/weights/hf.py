@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from torch import nn
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError, VivitError
 from vivit.model.vivit import ViViT
-from vivit.weights.store import LoadReport, block_depth, build, read_json, read_state_dict
+from vivit.weights.store import LoadReport, block_depth, build, read_state_dict, sibling_config
 
 # HF 5.x block sub-module -> timm/ours block sub-module (each has .weight and .bias).
 BLOCK_V5 = {"layernorm_before": "norm1", "attention.o_proj": "attn.proj", "layernorm_after": "norm2",
@@ -179,10 +178,7 @@ def read_hf(src: Any, config: Any = None) -> tuple[dict[str, torch.Tensor], Any,
         return src.state_dict(), config if config is not None else src.config, type(src).__name__
     if isinstance(src, Mapping):
         return dict(src), config, "HF state dict"
-    path = Path(src)
-    if config is None and (path if path.is_dir() else path.parent).joinpath("config.json").exists():
-        config = read_json((path if path.is_dir() else path.parent) / "config.json")
-    return read_state_dict(path), config, str(path)
+    return read_state_dict(src), config if config is not None else sibling_config(src), str(src)
 
 
 def load_hf(src: Any, config: Any = None, **overrides: Any) -> tuple[ViViT, LoadReport]:

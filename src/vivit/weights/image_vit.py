@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -29,7 +28,7 @@ from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.weights import hf, scenic
-from vivit.weights.store import LoadReport, block_depth, load_state_dict, read_json, read_state_dict
+from vivit.weights.store import LoadReport, block_depth, load_state_dict, read_state_dict, sibling_config
 
 FSA_TEMPORAL_INITS = ("copy", "zero")
 POS_INTERPOLATIONS = ("bicubic", "bilinear")
@@ -84,9 +83,7 @@ def read_image_vit(source: Any) -> ImageViT:
         name, sd = "image ViT state dict", dict(source)
     else:
         name, sd = str(source), read_state_dict(source)
-        config = (Path(source) if Path(source).is_dir() else Path(source).parent) / "config.json"
-        if config.exists():
-            heads = read_json(config).get("num_attention_heads")
+        heads = (sibling_config(source) or {}).get("num_attention_heads")
     keys = list(sd)
     if any("Transformer/encoderblock_0/" in k for k in keys):
         state, used, heads = _from_big_vision(sd)

@@ -171,6 +171,13 @@ def read_json(path: Path) -> dict[str, Any]:
         raise VivitError(f"{path} is not valid JSON: {e}") from e
 
 
+def sibling_config(path: str | Path) -> dict[str, Any] | None:
+    """The `config.json` of a weights folder, or beside a weights file; None when there is none."""
+    path = Path(path)
+    file = (path if path.is_dir() else path.parent) / CONFIG_FILE
+    return read_json(file) if file.exists() else None
+
+
 def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = None,
                     extra_files: Mapping[str, str] | None = None) -> Path:
     """Write `config.json` + `model.safetensors` (+ `labels.txt`, one class name a line, + `extra_files`
