@@ -4,12 +4,15 @@ rank helpers and metric reduction across ranks."""
 from __future__ import annotations
 
 import os
+import time
 from contextlib import nullcontext
 from typing import ContextManager
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+GLOO_TEARDOWN_S = 0.5
 
 
 def init_distributed(device_type: str) -> tuple[int, int, int]:
@@ -26,10 +29,17 @@ def init_distributed(device_type: str) -> tuple[int, int, int]:
 
 
 def cleanup() -> None:
-    """Leave the process group together: a rank that tears gloo down while another still talks to it aborts."""
+    """Leave the process group together: a rank that tears gloo down while another still talks to it aborts.
+
+    gloo goes on tearing down after `destroy_process_group` returns: a process that exits at once aborts
+    now and then ("terminate called without an active exception", after all work is done), so it waits
+    a moment first."""
     if dist.is_initialized():
+        gloo = dist.get_backend() == "gloo"
         dist.barrier()
         dist.destroy_process_group()
+        if gloo:
+            time.sleep(GLOO_TEARDOWN_S)
 
 
 def is_distributed() -> bool:
