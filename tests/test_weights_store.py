@@ -37,6 +37,14 @@ def test_save_load_round_trip(tmp_path, variant):
     assert vivit.weights.store.load_labels(tmp_path / "m") == ["a", "b", "c"]
 
 
+def test_labels_file_is_utf8(tmp_path):
+    """labels.txt is UTF-8 by contract (not the locale's encoding): non-ASCII class names round-trip."""
+    names = ["tai chi", "café", "跳舞"]
+    ckpt_model("st").save_pretrained(tmp_path / "m", labels=names)
+    assert (tmp_path / "m" / "labels.txt").read_bytes() == "".join(f"{n}\n" for n in names).encode("utf-8")
+    assert vivit.weights.store.load_labels(tmp_path / "m") == names
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 @torch.no_grad()
 def test_checkpoint_adapts_to_other_frames_and_sizes(tmp_path, variant):

@@ -18,15 +18,6 @@ SPLIT_FOLDERS = ("train", "val", "test")
 Samples = list[tuple[Path, int]]
 
 
-def write_labels(path: str | Path, classes: Sequence[str]) -> None:
-    """`labels.txt`: one class name per line, in label order (written alongside checkpoints)."""
-    Path(path).write_text("".join(f"{name}\n" for name in classes), encoding="utf-8")
-
-
-def read_labels(path: str | Path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
 def _class_index(classes: list[str] | None, inferred: list[str], source: Path) -> dict[str, int]:
     """Map class name -> label, from the forced class list when given (then unknown names are an error)."""
     order = list(classes) if classes is not None else sorted(set(inferred))

@@ -25,6 +25,7 @@ from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
 from vivit.engine.schedule import build_scheduler
 from vivit.errors import ConfigError, DataError
+from vivit.labels import LABELS_FILE, write_labels
 from vivit.model.vivit import unwrap_model
 
 
@@ -124,7 +125,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
     if micro * world * run.grad_accum != run.batch_size:
         raise ConfigError(f"run.batch_size {run.batch_size} must be divisible by processes x run.grad_accum = {world * run.grad_accum}")
 
-    from vivit.data import make_loader, write_labels
+    from vivit.data import make_loader
 
     train_set, val_set = build_datasets(config.data)
     classes = train_set.classes
@@ -173,7 +174,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
     if dist.is_main():
         out.mkdir(parents=True, exist_ok=True)
         save_config(config, out / "config.yaml")
-        write_labels(out / "labels.txt", classes)
+        write_labels(out / LABELS_FILE, classes)
         logger = MetricLogger(out, tensorboard=run.tensorboard, resume_step=resumed_at)
     say(f"training {config.model.name} on {len(train_set)} videos ({len(classes)} classes), {world} process(es), "
         f"{device.type} {precision}, {total_steps} steps of {run.batch_size} clips")

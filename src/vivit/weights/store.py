@@ -24,13 +24,13 @@ from safetensors.torch import load_file, save_file
 
 from vivit.config import ViViTConfig
 from vivit.errors import VivitError
+from vivit.labels import LABELS_FILE, read_labels, write_labels
 from vivit.model import posembed
 from vivit.model.encoders import Encoder
 from vivit.model.vivit import ViViT, unwrap_model
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-LABELS_FILE = "labels.txt"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")  # looked up in this order inside a folder
 
@@ -193,7 +193,7 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
     if labels is not None:
-        (tmp / LABELS_FILE).write_text("".join(f"{name}\n" for name in labels))
+        write_labels(tmp / LABELS_FILE, labels)
     for extra, text in (extra_files or {}).items():
         (tmp / extra).write_text(text)
     if path.exists():
@@ -210,7 +210,7 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
 def load_labels(path: str | Path) -> list[str] | None:
     """Class names from `labels.txt` in a saved folder, or None when there is none."""
     file = Path(path) / LABELS_FILE
-    return file.read_text().splitlines() if file.exists() else None
+    return read_labels(file) if file.exists() else None
 
 
 def load_pretrained(path: str | Path, **overrides: Any) -> ViViT:
