@@ -85,3 +85,42 @@ def test_torchrun_cli_two_processes(tmp_path):
     assert ckpt["step"] == 12 and "module." not in next(iter(ckpt["model"]))  # the unwrapped model is saved
     final = [line for line in done.stdout.splitlines() if line.startswith("epoch 4/4")][0]
     assert "val top1 100.0%" in final or "val top1 87.5%" in final
+
+
+RANK_FAILS = """
+from datetime import timedelta
+
+import torch
+import torch.distributed
+from vivit.engine import distributed as dist
+
+torch.distributed.init_process_group("gloo", timeout=timedelta(seconds=40))  # a hang ends too, for the test's sake
+failed = True
+try:
+    if torch.distributed.get_rank() == 1:
+        raise RuntimeError("rank 1 fails on its own")
+    for _ in range(50):  # rank 0 keeps calling collectives that rank 1 never joins
+        dist.all_reduce_sum([1.0], torch.device("cpu"))
+    failed = False
+finally:
+    dist.cleanup(failed)
+"""
+
+
+def test_a_failing_rank_ends_the_job_instead_of_hanging(tmp_path):
+    """After a failure a rank leaves without waiting for the others (as `vivit train` does), so torchrun
+    stops the job at once with that rank's error instead of every rank waiting out gloo's timeout."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "rank_fails.py"
+    script.write_text(RANK_FAILS)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    start = time.monotonic()
+    done = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
+                          capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 30, "the job waited for gloo's timeout after one rank failed"
+    assert done.returncode != 0
+    assert "rank 1 fails on its own" in done.stderr

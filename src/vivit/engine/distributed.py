@@ -28,18 +28,26 @@ def init_distributed(device_type: str) -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
-def cleanup() -> None:
-    """Leave the process group together: a rank that tears gloo down while another still talks to it aborts.
+def cleanup(failed: bool = False) -> None:
+    """Leave the process group.
 
-    gloo goes on tearing down after `destroy_process_group` returns: a process that exits at once aborts
-    now and then ("terminate called without an active exception", after all work is done), so it waits
-    a moment first."""
-    if dist.is_initialized():
-        gloo = dist.get_backend() == "gloo"
-        dist.barrier()
-        dist.destroy_process_group()
+    After success the ranks leave together: a rank that tears gloo down while another still talks to it
+    aborts. gloo goes on tearing down after `destroy_process_group` returns, and a process that exits at
+    once aborts now and then ("terminate called without an active exception", after all work is done),
+    so it waits a moment first. After a failure this rank leaves alone: the others may sit in a collective
+    it will never join, and waiting for them would hang the job; its exit makes torchrun stop them. (NCCL's
+    destroy may itself wait for the peers, so there the process just exits.)"""
+    if not dist.is_initialized():
+        return
+    gloo = dist.get_backend() == "gloo"
+    if failed:
         if gloo:
-            time.sleep(GLOO_TEARDOWN_S)
+            dist.destroy_process_group()
+        return
+    dist.barrier()
+    dist.destroy_process_group()
+    if gloo:
+        time.sleep(GLOO_TEARDOWN_S)
 
 
 def is_distributed() -> bool:

@@ -327,10 +327,12 @@ def run(args: argparse.Namespace) -> int:
     if path is not None and "=" in path:  # no config file: the first argument is already an override
         path, overrides = None, [path, *overrides]
     config = load_config(path, overrides)
+    failed = True
     try:
         summary = train(config, resume=args.resume, quiet=args.quiet or args.json, stop_after_steps=args.stop_after_steps)
         if args.json and dist.is_main():
             print(json.dumps(summary, indent=2))
+        failed = False
     finally:
-        dist.cleanup()
+        dist.cleanup(failed)
     return 0
