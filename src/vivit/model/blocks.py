@@ -92,7 +92,8 @@ class FactorisedSelfAttentionBlock(nn.Module):
 
     def temporal(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """y_t = MSA_t(LN_t(z)) over the frames at each spatial index."""
-        y = self.attn_time(rearrange(self.norm_time(x), "b (t s) d -> (b s) t d", t=t))
+        # at batch 1 this is a strided view; a linear on it makes CPU bf16 matmul copy the weight per sequence
+        y = self.attn_time(rearrange(self.norm_time(x), "b (t s) d -> (b s) t d", t=t).contiguous())
         return x + self.drop_path(rearrange(y, "(b s) t d -> b (t s) d", b=x.shape[0]))
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
