@@ -1,7 +1,7 @@
 import pytest
 
 from vivit.engine.config import TrainConfig, apply_override, load_config, save_config
-from vivit.errors import ConfigError
+from vivit.errors import ConfigError, VivitError
 
 
 def test_yaml_and_toml_with_overrides(tmp_path):
@@ -56,6 +56,11 @@ def test_missing_and_unparsable_files(tmp_path):
     (tmp_path / "bad.yaml").write_text("optim: [1, 2\n")
     with pytest.raises(ConfigError, match="cannot parse"):
         load_config(tmp_path / "bad.yaml")
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00model: x")
+    with pytest.raises(VivitError, match="binary.yaml is not UTF-8 text"):
+        load_config(tmp_path / "binary.yaml")
+    (tmp_path / "utf8.yaml").write_text("run:\n  out: runs/caf\u00e9\n", encoding="utf-8")
+    assert load_config(tmp_path / "utf8.yaml").run.out == "runs/caf\u00e9"
 
 
 def test_example_configs_are_valid_and_demo_yaml_is_the_demo_recipe():

@@ -37,6 +37,15 @@ def test_save_load_round_trip(tmp_path, variant):
     assert vivit.weights.store.load_labels(tmp_path / "m") == ["a", "b", "c"]
 
 
+def test_a_labels_file_that_is_not_text_is_a_clear_error(tmp_path):
+    from vivit.errors import VivitError
+    from vivit.labels import read_labels
+
+    (tmp_path / "labels.txt").write_bytes(b"\x89PNG\r\n")
+    with pytest.raises(VivitError, match="labels.txt is not UTF-8 text"):
+        read_labels(tmp_path / "labels.txt")
+
+
 def test_labels_file_is_utf8(tmp_path):
     """labels.txt is UTF-8 by contract (not the locale's encoding): non-ASCII class names round-trip."""
     names = ["tai chi", "café", "跳舞"]
@@ -120,10 +129,14 @@ def test_cli_convert_scenic_and_image_vit(tmp_path, capsys):
     cfg = vivit.load_pretrained(tmp_path / "a").config
     assert (cfg.variant, cfg.num_frames, cfg.fsa_order, cfg.dynamic_size) == ("fsa", 4, "time_space", True)
     big_vision_npz(tmp_path / "vit.npz")
+    names = [f"caf\u00e9 {i}" for i in range(6)]
+    (tmp_path / "names.txt").write_text("\n".join(names) + "\n\n", encoding="utf-8")  # a trailing blank line
     assert main(["convert", "--from", "image-vit", str(tmp_path / "vit.npz"), str(tmp_path / "b"),
-                 "--variant", "fe", "--frames", "4", "--classes", "6", "--json"]) == 0
+                 "--variant", "fe", "--frames", "4", "--classes", "6", "--labels", str(tmp_path / "names.txt"),
+                 "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["config"]["variant"] == "fe" and "head/kernel" in out["report"]["unexpected"]
+    assert vivit.weights.store.load_labels(tmp_path / "b") == names
     assert vivit.load_pretrained(tmp_path / "b")(torch.randn(1, 3, 4, 16, 16)).shape == (1, 6)
 
 

@@ -1,10 +1,13 @@
 """`labels.txt`: class names, one a line, in label order; written beside checkpoints, run folders and
-pretrained weights, read back by eval, predict and `load_pretrained` users."""
+pretrained weights, read back by eval, predict and `load_pretrained` users. The project's text files are
+UTF-8 whatever the locale."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
+
+from vivit.errors import VivitError
 
 LABELS_FILE = "labels.txt"
 
@@ -14,4 +17,12 @@ def write_labels(path: str | Path, classes: Sequence[str]) -> None:
 
 
 def read_labels(path: str | Path) -> list[str]:
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
+
+
+def read_text(path: str | Path) -> str:
+    """A text file of the project's formats (labels, configs, JSON): UTF-8, or an error naming the file."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise VivitError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None

@@ -15,6 +15,7 @@ from vivit.config import ViViTConfig
 from vivit.engine.atomic import atomic_write
 from vivit.engine.config import TRAIN_CONFIG_FILE
 from vivit.errors import VivitError
+from vivit.labels import read_text
 from vivit.model import ViViT
 
 FORMAT = "vivit-train-checkpoint"
@@ -87,5 +88,5 @@ def _load_pretrained_folder(path: Path) -> LoadedModel:
     model = vivit.load_pretrained(path)
     classes = load_labels(path) or [str(i) for i in range(model.config.num_classes)]
     train_config = path / TRAIN_CONFIG_FILE  # written by `vivit train` beside its best weights
-    config = yaml.safe_load(train_config.read_text()) if train_config.is_file() else {}
+    config = yaml.safe_load(read_text(train_config)) if train_config.is_file() else {}
     return LoadedModel(model.eval(), classes, config)

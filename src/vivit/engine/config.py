@@ -16,6 +16,7 @@ import yaml
 
 from vivit.engine.atomic import atomic_write
 from vivit.errors import ConfigError
+from vivit.labels import read_text
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -140,7 +141,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"config file not found: {path}")
-        text = path.read_text()
+        text = read_text(path)
         try:
             d = tomllib.loads(text) if path.suffix == ".toml" else (yaml.safe_load(text) or {})
         except (yaml.YAMLError, tomllib.TOMLDecodeError) as e:
@@ -179,7 +180,7 @@ def dump_config(config: TrainConfig) -> str:
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML, atomically."""
     with atomic_write(path) as tmp:
-        tmp.write_text(dump_config(config))
+        tmp.write_text(dump_config(config), encoding="utf-8")
 
 
 def validate(c: TrainConfig) -> None:

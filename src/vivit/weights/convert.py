@@ -12,6 +12,7 @@ from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.profile import count_parameters
 from vivit.weights import hf, image_vit, scenic
+from vivit.labels import read_labels
 from vivit.weights.store import LoadReport, sibling_config
 
 SOURCES = ("hf", "scenic", "image-vit")
@@ -57,7 +58,7 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
         model = ViViT(image_vit.config_for_image_vit(image, args.variant or "st", frames, **overrides))
         report = image_vit.init_from_image_vit(model, image, args.tubelet_init, args.fsa_temporal_init, args.pos_interpolation)
     if args.labels is not None:
-        labels = args.labels.read_text().splitlines()
+        labels = read_labels(args.labels)
     elif labels is not None and len(labels) != model.config.num_classes:
         labels = None  # the checkpoint's class names do not fit a replaced head
     return model, report, labels

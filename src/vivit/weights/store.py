@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from vivit.config import ViViTConfig
 from vivit.errors import VivitError
-from vivit.labels import LABELS_FILE, read_labels, write_labels
+from vivit.labels import LABELS_FILE, read_labels, read_text, write_labels
 from vivit.model import posembed
 from vivit.model.encoders import Encoder
 from vivit.model.vivit import ViViT, unwrap_model
@@ -166,7 +166,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise VivitError(f"{path} is not valid JSON: {e}") from e
 
@@ -195,7 +195,7 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
     if labels is not None:
         write_labels(tmp / LABELS_FILE, labels)
     for extra, text in (extra_files or {}).items():
-        (tmp / extra).write_text(text)
+        (tmp / extra).write_text(text, encoding="utf-8")
     if path.exists():
         old = path.with_name(path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
