@@ -39,7 +39,7 @@ def test_save_load_round_trip(tmp_path, variant):
 
 def test_a_labels_file_that_is_not_text_is_a_clear_error(tmp_path):
     from vivit.errors import VivitError
-    from vivit.labels import read_labels
+    from vivit.textfiles import read_labels
 
     (tmp_path / "labels.txt").write_bytes(b"\x89PNG\r\n")
     with pytest.raises(VivitError, match="labels.txt is not UTF-8 text"):

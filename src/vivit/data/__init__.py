@@ -4,7 +4,7 @@ from vivit.data.datasets import VideoDataset, build_dataset
 from vivit.data.decode import VideoInfo, Yuv420, probe, read_clip, read_clip_yuv, read_frames
 from vivit.data.loader import Batch, VideoLoader, make_loader
 from vivit.data.mixup import mixup, soft_targets
-from vivit.labels import read_labels, write_labels
+from vivit.textfiles import read_labels, write_labels
 from vivit.data.transforms import AugmentConfig
 
 __all__ = ["AugmentConfig", "Batch", "VideoDataset", "VideoInfo", "VideoLoader", "Yuv420", "build_dataset",

@@ -15,7 +15,7 @@ from vivit.config import ViViTConfig
 from vivit.engine.atomic import atomic_write
 from vivit.engine.config import TRAIN_CONFIG_FILE
 from vivit.errors import VivitError
-from vivit.labels import read_text
+from vivit.textfiles import read_text
 from vivit.model import ViViT
 
 FORMAT = "vivit-train-checkpoint"

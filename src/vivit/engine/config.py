@@ -16,7 +16,7 @@ import yaml
 
 from vivit.engine.atomic import atomic_write
 from vivit.errors import ConfigError
-from vivit.labels import read_text
+from vivit.textfiles import read_text
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")

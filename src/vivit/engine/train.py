@@ -25,7 +25,7 @@ from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
 from vivit.engine.schedule import build_scheduler
 from vivit.errors import ConfigError, DataError
-from vivit.labels import LABELS_FILE, write_labels
+from vivit.textfiles import LABELS_FILE, write_labels
 from vivit.model.vivit import unwrap_model
 
 

@@ -12,7 +12,7 @@ from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.profile import count_parameters
 from vivit.weights import hf, image_vit, scenic
-from vivit.labels import read_labels
+from vivit.textfiles import read_labels
 from vivit.weights.store import LoadReport, sibling_config
 
 SOURCES = ("hf", "scenic", "image-vit")

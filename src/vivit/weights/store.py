@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from vivit.config import ViViTConfig
 from vivit.errors import VivitError
-from vivit.labels import LABELS_FILE, read_labels, read_text, write_labels
+from vivit.textfiles import LABELS_FILE, read_labels, read_text, write_labels
 from vivit.model import posembed
 from vivit.model.encoders import Encoder
 from vivit.model.vivit import ViViT, unwrap_model

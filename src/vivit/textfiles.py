@@ -1,6 +1,5 @@
-"""`labels.txt`: class names, one a line, in label order; written beside checkpoints, run folders and
-pretrained weights, read back by eval, predict and `load_pretrained` users. The project's text files are
-UTF-8 whatever the locale."""
+"""The project's text files, UTF-8 whatever the locale: `labels.txt` (class names, one a line, in label
+order; written beside checkpoints, run folders and pretrained weights) and a reader for configs and JSON."""
 
 from __future__ import annotations
 
