@@ -8,6 +8,7 @@ from einops import rearrange
 from torch import nn
 
 from vivit.model.attention import Attention
+from vivit.model.linear import Linear
 
 
 class Mlp(nn.Module):
@@ -15,9 +16,9 @@ class Mlp(nn.Module):
 
     def __init__(self, dim: int, hidden: int, drop: float = 0.0, approximate: str = "tanh"):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.act = nn.GELU(approximate=approximate)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

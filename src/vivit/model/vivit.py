@@ -13,6 +13,7 @@ from vivit.config import PRESETS, ViViTConfig
 from vivit.errors import ConfigError, InputShapeError
 from vivit.model.blocks import FactorisedSelfAttentionBlock
 from vivit.model.encoders import Encoder
+from vivit.model.linear import Linear
 from vivit.model.tokenizers import TubeletEmbedding, UniformFrameSampling
 
 
@@ -41,7 +42,7 @@ class ViViT(nn.Module):
             self.temporal: Encoder | None = None
             if cfg.temporal_pool == "transformer":
                 feature_dim = cfg.temporal_dim
-                self.temporal_proj = nn.Linear(cfg.width, feature_dim) if feature_dim != cfg.width else nn.Identity()
+                self.temporal_proj = Linear(cfg.width, feature_dim) if feature_dim != cfg.width else nn.Identity()
                 self.temporal = Encoder(
                     cfg, (n_t,), feature_dim, cfg.temporal_depth, cfg.temporal_num_heads, cfg.temporal_mlp, "joint", cls_token
                 )
@@ -50,7 +51,7 @@ class ViViT(nn.Module):
             self.encoder = Encoder(cfg, cfg.grid, cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim, attention, cls_token)
         self.num_features = feature_dim
         self.head_drop = nn.Dropout(cfg.head_dropout)
-        self.head = nn.Linear(feature_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.head = Linear(feature_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.init_weights()
 
     @torch.no_grad()

@@ -1,0 +1,88 @@
+"""Dense layers on the CPU's fastest fp32 GEMM.
+
+PyTorch runs fp32 CPU matmuls through MKL, which executes its AVX2 kernels on AMD CPUs even where
+AVX-512 is available: half the fp32 rate of the AMD EPYC (Zen 5) this project is benchmarked on.
+oneDNN, which PyTorch ships too, picks its kernels from the CPU's features. `Linear` therefore sends
+fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN and everything else (CUDA, bf16/fp16
+autocast, float64, ONNX/`torch.export` tracing) to `F.linear`. Parameters, state-dict keys and the
+maths are those of `nn.Linear`; only the order of the fp32 sums differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+_onednn_enabled = _ONEDNN_AVAILABLE
+
+
+@torch.library.custom_op("vivit::onednn_mm_t", mutates_args=())
+def _mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """a @ b.T (+ bias) on oneDNN; a is (..., K), b is (N, K). An opaque op to `torch.compile`."""
+    return torch.ops.mkldnn._linear_pointwise(a, b, bias, "none", [], "")
+
+
+@_mm_t.register_fake
+def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return a.new_empty((*a.shape[:-1], b.shape[0]))
+
+
+def _setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:
+    a, b, bias = inputs
+    ctx.save_for_backward(a, b)
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    a, b = ctx.saved_tensors
+    g = grad.reshape(-1, grad.shape[-1])  # (rows, N)
+    grad_a = _mm_t(g, b.t()).view(a.shape) if ctx.needs_input_grad[0] else None  # dL/da = g b
+    grad_b = _mm_t(g.t(), a.reshape(-1, a.shape[-1]).t()) if ctx.needs_input_grad[1] else None  # dL/db = g^T a
+    grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_a, grad_b, grad_bias
+
+
+_mm_t.register_autograd(_backward, setup_context=_setup_context)
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (
+        _onednn_enabled
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and x.numel() > 0
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.onnx.is_in_onnx_export()
+        and not torch.compiler.is_exporting()
+    )
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.linear`, on oneDNN for fp32 CPU tensors."""
+    if _use_onednn(x, weight):
+        return _mm_t(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """`nn.Linear` whose fp32 CPU matmuls run on oneDNN (see the module docstring)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+@contextmanager
+def onednn_gemm(enabled: bool) -> Iterator[None]:
+    """Route fp32 CPU linears to oneDNN (`True`, the default where PyTorch has oneDNN) or to PyTorch's
+    own `F.linear` (`False`) inside the block, e.g. to compare both on a given CPU."""
+    global _onednn_enabled
+    previous, _onednn_enabled = _onednn_enabled, enabled and _ONEDNN_AVAILABLE
+    try:
+        yield
+    finally:
+        _onednn_enabled = previous

@@ -1,0 +1,119 @@
+"""`vivit.model.linear`: oneDNN fp32 CPU linears equal `F.linear` forward and backward, and fall back
+to `F.linear` wherever oneDNN is not the right kernel."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import VARIANTS, tiny_model
+from torch.profiler import profile
+
+from vivit.model import linear as lin
+from vivit.model.linear import Linear, onednn_gemm
+
+pytestmark = pytest.mark.skipif(not lin._ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
+OP = "vivit::onednn_mm_t"
+
+
+def op_calls(fn) -> int:
+    """How many times `fn` ran the oneDNN op."""
+    with profile() as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == OP)
+
+
+def grads_of(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    x = x.detach().requires_grad_()
+    y = layer(x)
+    (y * torch.linspace(-1, 1, y.shape[-1])).sum().backward()
+    out = (y.detach(), x.grad, layer.weight.grad, layer.bias.grad if layer.bias is not None else torch.zeros(()))
+    layer.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(5, 7), (2, 5, 7), (2, 3, 5, 7)])
+def test_matches_f_linear_forward_and_backward(shape, bias):
+    torch.manual_seed(0)
+    layer = Linear(7, 6, bias=bias)
+    x = torch.randn(shape)
+    ours = grads_of(layer, x)
+    with onednn_gemm(False):
+        reference = grads_of(layer, x)
+    for a, b in zip(ours, reference):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_non_contiguous_input_and_weight():
+    torch.manual_seed(0)
+    x = torch.randn(7, 4, 3).transpose(0, 2)  # (3, 4, 7), strided
+    weight = torch.randn(7, 6).t()  # (6, 7), strided
+    bias = torch.randn(6)
+    torch.testing.assert_close(lin.linear(x, weight, bias), F.linear(x, weight, bias), rtol=1e-5, atol=1e-6)
+
+
+def test_runs_on_onednn_only_for_fp32_cpu_without_autocast():
+    layer = Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert op_calls(lambda: layer(x)) == 1
+        with onednn_gemm(False):
+            assert op_calls(lambda: layer(x)) == 0
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert op_calls(lambda: layer(x)) == 0
+            assert layer(x).dtype == torch.bfloat16
+        assert op_calls(lambda: layer(torch.randn(0, 8))) == 0  # empty batch
+        assert op_calls(lambda: Linear(8, 4).double()(x.double())) == 0
+    x.requires_grad_()
+    assert op_calls(lambda: layer(x).sum().backward()) == 3  # forward, dL/dx, dL/dW
+
+
+def test_whole_model_uses_onednn_and_matches_default_gemm():
+    model = tiny_model("fsa").eval()
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    video = torch.randn(2, 3, 4, 16, 16)
+    with torch.no_grad():
+        linears = sum(isinstance(m, Linear) for m in model.modules())
+        assert op_calls(lambda: model(video)) == linears
+        ours = model(video)
+        with onednn_gemm(False):
+            torch.testing.assert_close(ours, model(video), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_model_gradients_match_default_gemm(variant):
+    torch.manual_seed(0)
+    model = tiny_model(variant)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    video = torch.randn(2, 3, 4, 16, 16)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        model(video).square().sum().backward()
+        return {n: p.grad for n, p in model.named_parameters()}
+
+    ours = grads()
+    with onednn_gemm(False):
+        reference = grads()
+    for name in reference:
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_compile_fullgraph_forward_and_backward():
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(Linear(8, 16), torch.nn.GELU(), Linear(16, 4))
+    x = torch.randn(2, 3, 8, requires_grad=True)
+    compiled = torch.compile(layer, fullgraph=True)
+    y = compiled(x)
+    y.square().sum().backward()
+    grad_compiled = x.grad.clone()
+    x.grad = None
+    torch.testing.assert_close(y, layer(x))
+    layer(x).square().sum().backward()
+    torch.testing.assert_close(grad_compiled, x.grad)
+
+
+def test_state_dict_is_nn_linear_s():
+    layer = Linear(3, 2)
+    assert isinstance(layer, torch.nn.Linear)
+    assert list(layer.state_dict()) == ["weight", "bias"]
