@@ -9,6 +9,8 @@ from collections.abc import Callable
 
 import torch
 
+from vivit.model.linear import onednn_gemm
+
 
 def setup(threads: int) -> None:
     """Same numerics settings for every contender in the process."""
@@ -57,6 +59,17 @@ def train_step_fn(model: torch.nn.Module, forward: Callable[[], torch.Tensor], t
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    return run
+
+
+def default_gemm(fn: Callable[[], None]) -> Callable[[], None]:
+    """`fn` with our linears on PyTorch's own fp32 GEMM (MKL) instead of oneDNN: shows what the
+    oneDNN routing (`vivit.model.linear`) contributes."""
+
+    def run() -> None:
+        with onednn_gemm(False):
+            fn()
 
     return run
 

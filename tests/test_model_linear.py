@@ -14,6 +14,13 @@ pytestmark = pytest.mark.skipif(not lin._ONEDNN_AVAILABLE, reason="this PyTorch 
 OP = "vivit::onednn_mm_t"
 
 
+@pytest.fixture(autouse=True)
+def any_size():
+    """The tests' matmuls are far below `MIN_MACS`: route them to oneDNN all the same."""
+    with onednn_gemm(True, min_macs=0):
+        yield
+
+
 def op_calls(fn) -> int:
     """How many times `fn` ran the oneDNN op."""
     with profile() as prof:
@@ -63,6 +70,10 @@ def test_runs_on_onednn_only_for_fp32_cpu_without_autocast():
             assert op_calls(lambda: layer(x)) == 0
             assert layer(x).dtype == torch.bfloat16
         assert op_calls(lambda: layer(torch.randn(0, 8))) == 0  # empty batch
+        with onednn_gemm(True, min_macs=3 * 8 * 4 + 1):
+            assert op_calls(lambda: layer(x)) == 0  # below the size where oneDNN pays off
+        with onednn_gemm(True, min_macs=3 * 8 * 4):
+            assert op_calls(lambda: layer(x)) == 1
         assert op_calls(lambda: Linear(8, 4).double()(x.double())) == 0
     x.requires_grad_()
     assert op_calls(lambda: layer(x).sum().backward()) == 3  # forward, dL/dx, dL/dW
@@ -78,6 +89,7 @@ def test_whole_model_uses_onednn_and_matches_default_gemm():
         ours = model(video)
         with onednn_gemm(False):
             torch.testing.assert_close(ours, model(video), rtol=1e-5, atol=1e-6)
+            assert op_calls(lambda: model(video)) == 0
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -111,6 +123,16 @@ def test_compile_fullgraph_forward_and_backward():
     torch.testing.assert_close(y, layer(x))
     layer(x).square().sum().backward()
     torch.testing.assert_close(grad_compiled, x.grad)
+
+
+def test_default_threshold_keeps_small_models_on_f_linear():
+    with onednn_gemm(True):
+        model = tiny_model("st").eval()
+        with torch.no_grad():
+            assert op_calls(lambda: model(torch.randn(1, 3, 4, 16, 16))) == 0
+        big = Linear(256, 256)
+        with torch.no_grad():
+            assert op_calls(lambda: big(torch.randn(256, 256))) == 1  # 2^24 multiply-adds
 
 
 def test_state_dict_is_nn_linear_s():

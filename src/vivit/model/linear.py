@@ -4,8 +4,10 @@ PyTorch runs fp32 CPU matmuls through MKL, which executes its AVX2 kernels on AM
 AVX-512 is available: half the fp32 rate of the AMD EPYC (Zen 5) this project is benchmarked on.
 oneDNN, which PyTorch ships too, picks its kernels from the CPU's features. `Linear` therefore sends
 fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN and everything else (CUDA, bf16/fp16
-autocast, float64, ONNX/`torch.export` tracing) to `F.linear`. Parameters, state-dict keys and the
-maths are those of `nn.Linear`; only the order of the fp32 sums differs.
+autocast, float64, ONNX/`torch.export` tracing) to `F.linear`, as are matmuls too small for oneDNN's
+larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover measured on that CPU
+is 5-20 M, forward to training). Parameters, state-dict keys and the maths are those of `nn.Linear`;
+only the order of the fp32 sums differs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 _ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+MIN_MACS = 1 << 24
 _onednn_enabled = _ONEDNN_AVAILABLE
+_min_macs = MIN_MACS
 
 
 @torch.library.custom_op("vivit::onednn_mm_t", mutates_args=())
@@ -56,6 +60,7 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and x.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
         and x.numel() > 0
+        and x.numel() * weight.shape[0] >= _min_macs
         and not torch.is_autocast_enabled("cpu")
         and not torch.onnx.is_in_onnx_export()
         and not torch.compiler.is_exporting()
@@ -63,7 +68,7 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, on oneDNN for fp32 CPU tensors."""
+    """`F.linear`, on oneDNN for fp32 CPU matmuls of at least `MIN_MACS` multiply-adds."""
     if _use_onednn(x, weight):
         return _mm_t(x, weight, bias)
     return F.linear(x, weight, bias)
@@ -77,12 +82,14 @@ class Linear(nn.Linear):
 
 
 @contextmanager
-def onednn_gemm(enabled: bool) -> Iterator[None]:
-    """Route fp32 CPU linears to oneDNN (`True`, the default where PyTorch has oneDNN) or to PyTorch's
-    own `F.linear` (`False`) inside the block, e.g. to compare both on a given CPU."""
-    global _onednn_enabled
-    previous, _onednn_enabled = _onednn_enabled, enabled and _ONEDNN_AVAILABLE
+def onednn_gemm(enabled: bool = True, min_macs: int = MIN_MACS) -> Iterator[None]:
+    """Inside the block, route fp32 CPU linears of at least `min_macs` multiply-adds to oneDNN
+    (`enabled=True`, the default where PyTorch has oneDNN) or all of them to `F.linear` (`False`),
+    e.g. to compare both on a given CPU."""
+    global _onednn_enabled, _min_macs
+    previous = _onednn_enabled, _min_macs
+    _onednn_enabled, _min_macs = enabled and _ONEDNN_AVAILABLE, min_macs
     try:
         yield
     finally:
-        _onednn_enabled = previous
+        _onednn_enabled, _min_macs = previous
