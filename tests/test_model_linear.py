@@ -92,10 +92,12 @@ def test_whole_model_uses_onednn_and_matches_default_gemm():
             assert op_calls(lambda: model(video)) == 0
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_model_gradients_match_default_gemm(variant):
+def test_model_gradients_match_default_gemm(variant, checkpointing):
     torch.manual_seed(0)
     model = tiny_model(variant)
+    model.set_grad_checkpointing(checkpointing)
     torch.nn.init.normal_(model.head.weight, std=0.1)
     video = torch.randn(2, 3, 4, 16, 16)
 
