@@ -3,6 +3,7 @@ import torch
 from transformers import VivitConfig, VivitForVideoClassification, VivitModel
 
 from vivit.errors import ConfigError, VivitError
+from vivit.model.linear import onednn_gemm
 from vivit.weights import hf
 
 SMALL = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
@@ -23,13 +24,15 @@ def pixels(frames=8, size=32):
     return torch.randn(2, frames, 3, size, size)  # HF layout (B, T, C, H, W)
 
 
+@pytest.mark.parametrize("onednn", [False, True], ids=["pytorch-gemm", "onednn"])
 @torch.no_grad()
-def test_logits_match_hf_v5_names():
+def test_logits_match_hf_v5_names(onednn):
     ref = hf_model()
     ours = hf.from_hf(ref)
     x = pixels()
     expected = ref(pixel_values=x).logits
-    assert torch.allclose(ours(x.transpose(1, 2)), expected, atol=1e-5, rtol=0)
+    with onednn_gemm(onednn, min_macs=0):  # every linear on oneDNN, or none
+        assert torch.allclose(ours(x.transpose(1, 2)), expected, atol=1e-5, rtol=0)
     assert expected.abs().max() > 0.1  # a test that can fail: non-trivial logits
 
 
