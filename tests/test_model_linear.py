@@ -137,6 +137,18 @@ def test_default_threshold_keeps_small_models_on_f_linear():
             assert op_calls(lambda: big(torch.randn(256, 256))) == 1  # 2^24 multiply-adds
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, as `vivit export` uses
+def test_exported_graphs_hold_a_plain_linear(tmp_path):
+    import onnx
+
+    layer = Linear(8, 4)
+    x = torch.randn(2, 8)
+    torch.onnx.export(layer, (x,), str(tmp_path / "l.onnx"), dynamo=False)
+    assert [node.op_type for node in onnx.load(str(tmp_path / "l.onnx")).graph.node] == ["Gemm"]
+    graph = torch.export.export(layer, (x,)).graph
+    assert [n.target for n in graph.nodes if n.op == "call_function"] == [torch.ops.aten.linear.default]
+
+
 def test_state_dict_is_nn_linear_s():
     layer = Linear(3, 2)
     assert isinstance(layer, torch.nn.Linear)

@@ -57,13 +57,13 @@ _mm_t.register_autograd(_backward, setup_context=_setup_context)
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
         _onednn_enabled
-        and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
-        and x.numel() > 0
-        and x.numel() * weight.shape[0] >= _min_macs
-        and not torch.is_autocast_enabled("cpu")
         and not torch.onnx.is_in_onnx_export()
         and not torch.compiler.is_exporting()
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and x.numel() > 0
+        and x.numel() * weight.shape[0] >= _min_macs
     )
 
 
