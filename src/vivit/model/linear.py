@@ -2,8 +2,9 @@
 
 PyTorch runs fp32 CPU matmuls through MKL, which executes its AVX2 kernels on AMD CPUs even where
 AVX-512 is available: half the fp32 rate of the AMD EPYC (Zen 5) this project is benchmarked on.
-oneDNN, which PyTorch ships too, picks its kernels from the CPU's features. `Linear` therefore sends
-fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN and everything else (CUDA, bf16/fp16
+oneDNN, which PyTorch ships too, picks its kernels from the CPU's features. On x86-64, `Linear`
+therefore sends fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN (other CPUs opt in with
+`onednn_gemm(True)`) and everything else (CUDA, bf16/fp16
 autocast, float64, ONNX/`torch.export` tracing) to `F.linear`, as are matmuls too small for oneDNN's
 larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover measured on that CPU
 is 5-20 M, forward to training). Parameters, state-dict keys and the maths are those of `nn.Linear`;
@@ -12,6 +13,7 @@ only the order of the fp32 sums differs.
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,7 +23,7 @@ from torch import nn
 
 _ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 MIN_MACS = 1 << 24
-_onednn_enabled = _ONEDNN_AVAILABLE
+_onednn_enabled = _ONEDNN_AVAILABLE and platform.machine().lower() in ("x86_64", "amd64")
 _min_macs = MIN_MACS
 
 
