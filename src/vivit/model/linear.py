@@ -3,12 +3,11 @@
 PyTorch runs fp32 CPU matmuls through MKL, which executes its AVX2 kernels on AMD CPUs even where
 AVX-512 is available: half the fp32 rate of the AMD EPYC (Zen 5) this project is benchmarked on.
 oneDNN, which PyTorch ships too, picks its kernels from the CPU's features. On x86-64, `Linear`
-therefore sends fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN (other CPUs opt in with
-`onednn_gemm(True)`) and everything else (CUDA, bf16/fp16
-autocast, float64, ONNX/`torch.export` tracing) to `F.linear`, as are matmuls too small for oneDNN's
-larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover measured on that CPU
-is 5-20 M, forward to training). Parameters, state-dict keys and the maths are those of `nn.Linear`;
-only the order of the fp32 sums differs.
+therefore sends fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN; other CPUs opt in with
+`onednn_gemm(True)`. CUDA, bf16/fp16 autocast, float64, ONNX/`torch.export` tracing and matmuls too
+small for oneDNN's larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover
+measured on that CPU is 5-20 M, forward to training) keep `F.linear`. Parameters, state-dict keys and
+the maths are those of `nn.Linear`; only the order of the fp32 sums differs.
 """
 
 from __future__ import annotations
@@ -86,7 +85,7 @@ class Linear(nn.Linear):
 @contextmanager
 def onednn_gemm(enabled: bool = True, min_macs: int = MIN_MACS) -> Iterator[None]:
     """Inside the block, route fp32 CPU linears of at least `min_macs` multiply-adds to oneDNN
-    (`enabled=True`, the default where PyTorch has oneDNN) or all of them to `F.linear` (`False`),
+    (`enabled=True`, the default on x86-64) or all of them to `F.linear` (`False`),
     e.g. to compare both on a given CPU."""
     global _onednn_enabled, _min_macs
     previous = _onednn_enabled, _min_macs
