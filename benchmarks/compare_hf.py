@@ -10,7 +10,7 @@ import torch
 from transformers import VivitConfig, VivitForVideoClassification
 
 import vivit
-from timing import default_gemm, forward_fn, interleave, speedup, summarise, train_step_fn
+from timing import forward_fn, interleave, our_contenders, speedup, summarise, train_step_fn
 from vivit.config import ViViTConfig
 from vivit.profile import count_parameters
 from vivit.weights import hf as hf_weights
@@ -48,12 +48,10 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     result = {"max_abs_diff": max_abs_diff(ours, hf, video),
               "params_ours": count_parameters(ours),
               "params_theirs": count_parameters(hf)}
-    ours_fwd = forward_fn(ours, lambda: ours(video))
-    fwd = interleave({"ours": ours_fwd, "ours, PyTorch GEMM": default_gemm(ours_fwd),
-                      "theirs": forward_fn(hf, lambda: hf(pixel_values=pixel_values).logits)}, rounds)
-    ours_train = train_step_fn(ours, lambda: ours(video), target)
-    train = interleave({"ours": ours_train, "ours, PyTorch GEMM": default_gemm(ours_train),
-                        "theirs": train_step_fn(hf, lambda: hf(pixel_values=pixel_values).logits, target)}, train_rounds)
+    fwd = interleave(our_contenders(forward_fn(ours, lambda: ours(video)))
+                     | {"theirs": forward_fn(hf, lambda: hf(pixel_values=pixel_values).logits)}, rounds)
+    train = interleave(our_contenders(train_step_fn(ours, lambda: ours(video), target))
+                       | {"theirs": train_step_fn(hf, lambda: hf(pixel_values=pixel_values).logits, target)}, train_rounds)
     result["forward_ms"] = summarise(fwd)
     result["forward_speedup"] = speedup(fwd["ours"], fwd["theirs"])
     result["train_ms"] = summarise(train)

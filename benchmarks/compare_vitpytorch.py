@@ -14,7 +14,7 @@ from types import ModuleType
 import torch
 
 import vivit
-from timing import default_gemm, forward_fn, interleave, speedup, summarise, train_step_fn
+from timing import forward_fn, interleave, our_contenders, speedup, summarise, train_step_fn
 from vivit.config import ViViTConfig
 from vivit.profile import count_parameters
 
@@ -53,15 +53,13 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     target = torch.randint(cfg.num_classes, (batch,))
     result = {"params_ours": count_parameters(ours),
               "params_theirs": count_parameters(theirs)}
-    ours_fwd = forward_fn(ours, lambda: ours(video))
-    fwd = interleave({"ours": ours_fwd, "ours, PyTorch GEMM": default_gemm(ours_fwd),
-                      "theirs": forward_fn(theirs, lambda: theirs(video))}, rounds)
+    fwd = interleave(our_contenders(forward_fn(ours, lambda: ours(video)))
+                     | {"theirs": forward_fn(theirs, lambda: theirs(video))}, rounds)
     result["forward_ms"] = summarise(fwd)
     result["forward_speedup"] = speedup(fwd["ours"], fwd["theirs"])
     if train_rounds:
-        ours_train = train_step_fn(ours, lambda: ours(video), target)
-        train = interleave({"ours": ours_train, "ours, PyTorch GEMM": default_gemm(ours_train),
-                            "theirs": train_step_fn(theirs, lambda: theirs(video), target)}, train_rounds)
+        train = interleave(our_contenders(train_step_fn(ours, lambda: ours(video), target))
+                           | {"theirs": train_step_fn(theirs, lambda: theirs(video), target)}, train_rounds)
         result["train_ms"] = summarise(train)
         result["train_speedup"] = speedup(train["ours"], train["theirs"])
     return result

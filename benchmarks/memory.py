@@ -21,13 +21,14 @@ import time
 import torch
 
 import vivit
-from timing import setup, train_step_fn
+from timing import PRECISIONS, setup, train_step_fn
 from vivit.profile import peak_memory
 
 
-def measure(preset: str, checkpointing: bool, threads: int, **overrides) -> dict:
+def measure(preset: str, checkpointing: bool, threads: int, precision: str = "fp32", **overrides) -> dict:
     """Run the step in a child process and return its figures (MiB)."""
-    cmd = [sys.executable, __file__, preset, "--threads", str(threads), "--overrides", json.dumps(overrides)]
+    cmd = [sys.executable, __file__, preset, "--threads", str(threads), "--precision", precision,
+           "--overrides", json.dumps(overrides)]
     if checkpointing:
         cmd.append("--checkpointing")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
@@ -54,9 +55,10 @@ def main() -> None:
     parser.add_argument("preset")
     parser.add_argument("--checkpointing", action="store_true")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--overrides", default="{}", help="JSON dict of create_model overrides")
     args = parser.parse_args()
-    setup(args.threads)
+    setup(args.threads, args.precision)
     print(json.dumps(child(args.preset, args.checkpointing, json.loads(args.overrides))))
 
 

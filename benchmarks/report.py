@@ -12,7 +12,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
 SIZE_NAMES = {"b": "ViViT-B", "s": "small (384 wide, 6 heads, 12 layers)"}
+DTYPES = {"fp32": "fp32", "bf16": "bf16 autocast (both sides)"}
 VITPYTORCH_NAMES = {"fe": "Model 2 (factorised encoder)", "fsa": "Model 3 (factorised self-attention)"}
+
+
+def precision(r: dict) -> str:
+    return r["meta"].get("precision", "fp32")
 
 
 def targets(r: dict) -> list[tuple[str, float, float, bool]]:
@@ -27,7 +32,7 @@ def targets(r: dict) -> list[tuple[str, float, float, bool]]:
                 value = res[f"{kind}_speedup"]
                 rows.append((f"{VITPYTORCH_NAMES[variant]} {kind} vs vit-pytorch", value, 1.2, value >= 1.2))
     fe = next(row for row in r["variants"]["rows"] if row["preset"].endswith("-fe"))
-    rows.append(("Model 2 forward MFU (fp32 GEMM peak)", fe["mfu"], 0.6, fe["mfu"] >= 0.6))
+    rows.append((f"Model 2 forward MFU ({precision(r)} GEMM peak)", fe["mfu"], 0.6, fe["mfu"] >= 0.6))
     mem = r["memory"]
     cut = mem["off"]["step_peak_mb"] / mem["on"]["step_peak_mb"]
     rows.append(("Gradient checkpointing memory cut, Model 1", cut, 2.0, cut >= 2.0))
@@ -47,20 +52,24 @@ def one_line(res: dict) -> str:
     return "; ".join(parts)
 
 
-def times(ms: dict[str, float]) -> str:
-    """The ours / ours-with-PyTorch-GEMM / theirs cells of a comparison row."""
-    return " | ".join(f"{ms[name]:.0f}" if name in ms else "-" for name in ("ours", "ours, PyTorch GEMM", "theirs"))
+def contenders(r: dict) -> tuple[str, ...]:
+    """Timed contenders of a comparison: in fp32 also ours with PyTorch's own GEMM (see timing.our_contenders)."""
+    return ("ours", "ours, PyTorch GEMM", "theirs") if precision(r) == "fp32" else ("ours", "theirs")
 
 
 def markdown(r: dict) -> str:
     m = r["meta"]
     out = [f"Measured {m['date']} on {m['machine']} ({m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "
-           f"transformers {m['transformers']}, vit-pytorch {m['vit_pytorch']}. Batch 1, fp32, {m['frames']} frames at "
-           f"{m['image_size']} px, tubelet 2x16x16. Medians of interleaved rounds; speed-up = median over rounds of "
-           "theirs / ours (> 1: ours is faster). \"ours, PyTorch GEMM\": the same model of ours with its linears on "
-           "PyTorch's own fp32 GEMM instead of oneDNN.", "",
-           "| comparison | ours ms | ours, PyTorch GEMM ms | theirs ms | speed-up | target | met |",
-           "|---|---:|---:|---:|---:|---:|---|"]
+           f"transformers {m['transformers']}, vit-pytorch {m['vit_pytorch']}. Batch 1, {DTYPES[precision(r)]}, {m['frames']} "
+           f"frames at {m['image_size']} px, tubelet 2x16x16. Medians of interleaved rounds; speed-up = median over rounds "
+           "of theirs / ours (> 1: ours is faster)." + (" \"ours, PyTorch GEMM\": the same model of ours with its linears "
+           "on PyTorch's own fp32 GEMM instead of oneDNN." if precision(r) == "fp32" else ""), "",
+           "| comparison | " + " | ".join(f"{name} ms" for name in contenders(r)) + " | speed-up | target | met |",
+           "|---|" + "---:|" * (len(contenders(r)) + 2) + "---|"]
+
+    def times(ms: dict[str, float]) -> str:
+        return " | ".join(f"{ms[name]:.0f}" for name in contenders(r))
+
     for size, res in r["hf"].items():
         for kind, target in (("forward", 1.2), ("train", 1.1)):
             out.append(f"| Model 1 {kind} vs HF `VivitForVideoClassification`, {SIZE_NAMES[size]} | {times(res[f'{kind}_ms'])} | "
@@ -74,7 +83,7 @@ def markdown(r: dict) -> str:
     out += ["", f"Logits of ours vs HF after weight conversion, max abs diff: {diffs}.", ""]
     v = r["variants"]
     gemms = ", ".join(f"{name} {gflops:.0f}" for name, gflops in v["gemm_gflops"].items())
-    out += [f"Variants at ViViT-B (FE temporal depth 4, 400 classes). fp32 GEMM peak = the faster of {v['gemm_n']}^2 "
+    out += [f"Variants at ViViT-B (FE temporal depth 4, 400 classes). {precision(r)} GEMM peak = the faster of {v['gemm_n']}^2 "
             f"matmuls timed in the same rounds, in GFLOP/s: {gemms}. Paper runtimes are TPU-v3 at 32 frames: "
             "compare the order.", "",
             "| model | params M | GFLOPs | ms | GFLOP/s | MFU | paper TPU ms |", "|---|---:|---:|---:|---:|---:|---:|"]

@@ -1,8 +1,9 @@
 """`make bench`: ours against transformers' and vit-pytorch's ViViTs, the Table-2 variants with MFU,
 training-step memory with and without gradient checkpointing, and the `torch.compile` path.
 
-Each comparison runs in its own process with the same thread count; results go to
-benchmarks/results/latest.{md,png,json} and the README's Performance section.
+Each comparison runs in its own process with the same thread count and precision (fp32 by default,
+or bf16 autocast with --precision bf16); results go to benchmarks/results/latest.{md,png,json} and the
+README's Performance section (fp32 full runs), or to results/{bf16,quick,smoke}/.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def run_part(part: str, s: dict) -> dict:
 def in_child(part: str, args: argparse.Namespace) -> dict:
     """Run one part in a fresh interpreter and read back its JSON."""
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
-        cmd = [sys.executable, __file__, "--part", part, "--threads", str(args.threads), "--json-out", f.name]
+        cmd = [sys.executable, __file__, "--part", part, "--threads", str(args.threads), "--precision", args.precision,
+               "--json-out", f.name]
         cmd += ["--quick"] * args.quick + ["--smoke"] * args.smoke
         subprocess.run(cmd, check=True)
         return json.loads(Path(f.name).read_text())
@@ -84,7 +86,8 @@ def meta(args: argparse.Namespace, s: dict) -> dict:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "unknown CPU")
     return dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=model,
-                cores=len(__import__("os").sched_getaffinity(0)), threads=args.threads, torch=torch.__version__,
+                cores=len(__import__("os").sched_getaffinity(0)), threads=args.threads, precision=args.precision,
+                torch=torch.__version__,
                 transformers=pkg("transformers"), vit_pytorch=pkg("vit-pytorch"), frames=s["frames"],
                 image_size=32 if args.smoke else 224, quick=args.quick, smoke=args.smoke)
 
@@ -104,17 +107,20 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 frames, fewer rounds (about a third of the time)")
     parser.add_argument("--smoke", action="store_true", help="tiny models: checks the machinery in seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                        help="fp32, or bf16 autocast for every contender (as run.precision=bf16 trains)")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="comparisons to run")
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: results/, or results/quick|smoke/ for those runs)")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.out is None:  # a quick or smoke run never replaces the full run's results
-        args.out = HERE / "results" / ("smoke" if args.smoke else "quick" if args.quick else "")
+    if args.out is None:  # a bf16, quick or smoke run never replaces the full fp32 run's results
+        sub = Path("bf16" if args.precision == "bf16" else "") / ("smoke" if args.smoke else "quick" if args.quick else "")
+        args.out = HERE / "results" / sub
     from timing import setup
 
-    setup(args.threads)
+    setup(args.threads, args.precision)
     s = settings(args)
     if args.part:  # child mode
         args.json_out.write_text(json.dumps(run_part(args.part, s)))
@@ -135,9 +141,10 @@ def main() -> None:
             results[part] = res
     print("[bench] memory ...", flush=True)
     size = overrides(s["memory_size"], s["frames"])
-    results["memory"] = {key: memory.measure("vivit-b-16x2-st", key == "on", args.threads, **size) for key in ("off", "on")}
-    results["data_pipeline"] = data_pipeline(args.out, args.smoke)
-    readme = None if args.smoke or args.quick else HERE.parent / "README.md"
+    results["memory"] = {key: memory.measure("vivit-b-16x2-st", key == "on", args.threads, args.precision, **size)
+                         for key in ("off", "on")}
+    results["data_pipeline"] = data_pipeline(args.out, args.smoke) if args.precision == "fp32" else None
+    readme = None if args.smoke or args.quick or args.precision != "fp32" else HERE.parent / "README.md"
     print(report.write(results, args.out, readme))
 
 

@@ -3,6 +3,7 @@ them alike; we report per-contender medians and the median of per-round ratios."
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -12,10 +13,24 @@ import torch
 from vivit.model.linear import onednn_gemm
 
 
-def setup(threads: int) -> None:
-    """Same numerics settings for every contender in the process."""
+PRECISIONS = ("fp32", "bf16")
+precision = "fp32"  # of every forward and training step timed in this process; set by `setup`
+
+
+def setup(threads: int, dtype: str = "fp32") -> None:
+    """Same numerics settings for every contender in the process: threads, denormals, and fp32 or
+    bf16 autocast (matmuls and attention in bf16, the rest in fp32, as `run.precision=bf16` trains)."""
+    global precision
+    if dtype not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {dtype!r}")
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
+    precision = dtype
+
+
+def autocast() -> contextlib.AbstractContextManager:
+    """The process's precision as a context: bf16 CPU autocast, or nothing for fp32."""
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
 def interleave(contenders: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
@@ -43,7 +58,7 @@ def forward_fn(model: torch.nn.Module, forward: Callable[[], torch.Tensor]) -> C
     model.eval()
 
     def run() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             forward()
 
     return run
@@ -55,7 +70,8 @@ def train_step_fn(model: torch.nn.Module, forward: Callable[[], torch.Tensor], t
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
 
     def run() -> None:
-        loss = torch.nn.functional.cross_entropy(forward(), target)
+        with autocast():
+            loss = torch.nn.functional.cross_entropy(forward(), target)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -63,15 +79,18 @@ def train_step_fn(model: torch.nn.Module, forward: Callable[[], torch.Tensor], t
     return run
 
 
-def default_gemm(fn: Callable[[], None]) -> Callable[[], None]:
-    """`fn` with our linears on PyTorch's own fp32 GEMM (MKL) instead of oneDNN: shows what the
-    oneDNN routing (`vivit.model.linear`) contributes."""
+def our_contenders(fn: Callable[[], None]) -> dict[str, Callable[[], None]]:
+    """Our contender, and in fp32 also the same call with our linears on PyTorch's own GEMM (MKL) instead
+    of oneDNN, which shows what the oneDNN routing (`vivit.model.linear`) contributes. (In bf16 both
+    run the same kernels, so it is left out.)"""
+    if precision == "bf16":
+        return {"ours": fn}
 
-    def run() -> None:
+    def default_gemm() -> None:
         with onednn_gemm(False):
             fn()
 
-    return run
+    return {"ours": fn, "ours, PyTorch GEMM": default_gemm}
 
 
 def summarise(times: dict[str, list[float]]) -> dict[str, float]:

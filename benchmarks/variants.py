@@ -3,7 +3,8 @@ next to the paper's TPU-v3 runtimes, with model FLOP utilisation against this ma
 
 MFU = (forward FLOPs from `vivit.profile.count_flops`) / median forward time / GEMM peak, where the
 peak is the faster of two large square fp32 GEMMs timed in the same rounds as the models: PyTorch's own
-`torch.matmul` (MKL) and oneDNN's (the kernel `vivit.model.linear` uses).
+`torch.matmul` (MKL) and oneDNN's (the kernel `vivit.model.linear` uses); in bf16, a bf16 `torch.matmul`
+(oneDNN already).
 """
 
 from __future__ import annotations
@@ -13,16 +14,18 @@ from collections.abc import Callable
 
 import torch
 
+import timing
 import vivit
 from timing import forward_fn, interleave
 from vivit.model.linear import linear
 from vivit.profile import PAPER_TABLE2, count_flops, count_parameters
 
-GEMMS = ("torch.matmul", "oneDNN")
-
 
 def gemm_fns(n: int) -> tuple[dict[str, Callable[[], torch.Tensor]], int]:
-    """A (n x n) @ (n x n) fp32 matmul through `torch.matmul` and through oneDNN, and its FLOP count (2 n^3)."""
+    """An (n x n) @ (n x n) matmul in the process's precision, each way it can run, and its FLOP count (2 n^3)."""
+    if timing.precision == "bf16":
+        a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
+        return {"torch.matmul": lambda: torch.matmul(a, b)}, 2 * n**3
     a, b = torch.randn(n, n), torch.randn(n, n)
     return {"torch.matmul": lambda: torch.matmul(a, b), "oneDNN": lambda: linear(a, b)}, 2 * n**3
 
@@ -32,9 +35,10 @@ def compare(size: str, rounds: int, gemm_n: int = 4096, **overrides) -> dict:
     models = {name: vivit.create_model(name.replace("-b-", f"-{size}-"), **overrides) for name in PAPER_TABLE2}
     inputs = {name: torch.randn(1, m.config.in_channels, m.config.num_frames, *m.config.image_size) for name, m in models.items()}
     contenders, gemm_flops = gemm_fns(gemm_n)
+    gemms = list(contenders)
     contenders.update({name: forward_fn(m, lambda m=m, x=inputs[name]: m(x)) for name, m in models.items()})
     times = interleave(contenders, rounds)
-    gemm_gflops = {g: statistics.median(gemm_flops / (t / 1e3) for t in times[g]) / 1e9 for g in GEMMS}
+    gemm_gflops = {g: statistics.median(gemm_flops / (t / 1e3) for t in times[g]) / 1e9 for g in gemms}
     peak = max(gemm_gflops.values()) * 1e9
     rows = []
     for name, m in models.items():

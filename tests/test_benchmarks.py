@@ -47,10 +47,25 @@ def test_interleave_runs_every_contender_each_round_alternating_order():
 def test_report_flags_targets(speed, met):
     side = {"forward_ms": {"ours": 1.0, "theirs": speed}, "train_ms": {"ours": 1.0, "theirs": speed},
             "forward_speedup": speed, "train_speedup": speed, "max_abs_diff": 0.0}
-    results = {"hf": {"b": side}, "vitpytorch": {"fe": side},
+    results = {"meta": {"precision": "fp32"}, "hf": {"b": side}, "vitpytorch": {"fe": side},
                "variants": {"rows": [{"preset": "vivit-b-16x2-fe", "mfu": 0.7}]},
                "memory": {"off": {"step_peak_mb": 300.0}, "on": {"step_peak_mb": 100.0}}}
     verdicts = {claim: ok for claim, _, _, ok in report.targets(results)}
     assert verdicts["Model 1 forward vs HF, ViViT-B"] is met
     assert verdicts["Model 2 (factorised encoder) forward vs vit-pytorch"] is met
     assert verdicts["Model 2 forward MFU (fp32 GEMM peak)"] and verdicts["Gradient checkpointing memory cut, Model 1"]
+
+
+def test_bf16_precision_runs_every_contender_under_autocast_and_drops_the_gemm_column(monkeypatch):
+    model = vivit.ViViT(TINY)
+    video = torch.randn(1, 3, 4, 32, 32)
+    outputs = []
+    forward = timing.forward_fn(model, lambda: outputs.append(model(video)))
+    for precision, names in (("bf16", ["ours"]), ("fp32", ["ours", "ours, PyTorch GEMM"])):
+        monkeypatch.setattr(timing, "precision", precision)  # what timing.setup sets in a benchmark process
+        assert list(timing.our_contenders(forward)) == names
+        forward()
+    assert [o.dtype for o in outputs] == [torch.bfloat16, torch.float32]
+    with pytest.raises(ValueError, match="precision"):
+        timing.setup(1, "fp16")
+    assert report.contenders({"meta": {"precision": "bf16"}}) == ("ours", "theirs")
