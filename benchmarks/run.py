@@ -111,7 +111,8 @@ def main() -> None:
                         help="fp32, or bf16 autocast for every contender (as run.precision=bf16 trains)")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="comparisons to run")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default: results/, or results/quick|smoke/ for those runs)")
+                        help="results folder (default: results/; bf16 runs under results/bf16/, --quick and "
+                             "--smoke runs under quick/ and smoke/ there)")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -79,6 +79,47 @@ def test_runs_on_onednn_only_for_fp32_cpu_without_autocast():
     assert op_calls(lambda: layer(x).sum().backward()) == 3  # forward, dL/dx, dL/dW
 
 
+@pytest.mark.parametrize("bias", ["strided", "expanded", "scalar", "2-d"])
+def test_biases_onednn_cannot_read_fall_back_to_f_linear(bias):
+    x, weight = torch.randn(3, 8), torch.randn(4, 8)
+    bias = {"strided": torch.randn(8)[::2], "expanded": torch.randn(1).expand(4), "scalar": torch.tensor(0.5),
+            "2-d": torch.randn(3, 4)}[bias]
+    with torch.no_grad():
+        assert op_calls(lambda: lin.linear(x, weight, bias)) == 0
+    torch.testing.assert_close(lin.linear(x, weight, bias), F.linear(x, weight, bias))
+
+
+def test_frozen_weight_saves_no_activation_for_backward():
+    layer = Linear(8, 4).requires_grad_(False)
+    x = torch.randn(5, 8, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.shape) or t, lambda t: t):
+        y = layer(x)
+    assert saved == [layer.weight.shape]
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, layer.weight.sum(0).expand(5, 8))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit is deprecated, still used
+def test_torch_func_and_jit_trace_take_f_linear():
+    layer = Linear(8, 4)
+    x = torch.randn(3, 8)
+    params = {k: v.detach() for k, v in layer.named_parameters()}
+
+    def loss(p):
+        return torch.func.functional_call(layer, p, (x,)).square().sum()
+
+    grads = torch.func.grad(loss)(params)
+    layer(x).square().sum().backward()
+    for name, p in layer.named_parameters():
+        torch.testing.assert_close(grads[name], p.grad)
+    tangent = torch.randn(3, 8)
+    _, jvp = torch.func.jvp(layer, (x,), (tangent,))
+    torch.testing.assert_close(jvp, tangent @ layer.weight.detach().t())
+    graph = str(torch.jit.trace(layer, x).graph)
+    assert "aten::linear" in graph and "vivit::" not in graph
+
+
 def test_whole_model_uses_onednn_and_matches_default_gemm():
     model = tiny_model("fsa").eval()
     torch.nn.init.normal_(model.head.weight, std=0.1)

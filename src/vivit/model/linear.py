@@ -39,14 +39,15 @@ def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> tor
 
 def _setup_context(ctx, inputs: tuple, output: torch.Tensor) -> None:
     a, b, bias = inputs
-    ctx.save_for_backward(a, b)
+    ctx.save_for_backward(a if b.requires_grad else None, b if a.requires_grad else None)  # as F.linear saves
+    ctx.a_shape = a.shape
     ctx.has_bias = bias is not None
 
 
 def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     a, b = ctx.saved_tensors
     g = grad.reshape(-1, grad.shape[-1])  # (rows, N)
-    grad_a = _mm_t(g, b.t()).view(a.shape) if ctx.needs_input_grad[0] else None  # dL/da = g b
+    grad_a = _mm_t(g, b.t()).view(ctx.a_shape) if ctx.needs_input_grad[0] else None  # dL/da = g b
     grad_b = _mm_t(g.t(), a.reshape(-1, a.shape[-1]).t()) if ctx.needs_input_grad[1] else None  # dL/db = g^T a
     grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
     return grad_a, grad_b, grad_bias
@@ -55,14 +56,21 @@ def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
 _mm_t.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """oneDNN where it computes `F.linear` faster: large fp32 CPU matmuls with a plain (N, K) weight and
+    contiguous (N,) bias, outside autocast, export/tracing and `torch.func` transforms."""
     return (
         _onednn_enabled
         and not torch.onnx.is_in_onnx_export()
         and not torch.compiler.is_exporting()
-        and x.device.type == "cpu"
-        and x.dtype == weight.dtype == torch.float32
+        and not torch.jit.is_tracing()
+        and not torch._C._are_functorch_transforms_active()  # torch.func needs a jvp / vmap rule
         and not torch.is_autocast_enabled("cpu")
+        and x.device.type == weight.device.type == "cpu"
+        and x.dtype == weight.dtype == torch.float32
+        and weight.dim() == 2
+        and (bias is None or (bias.shape == weight.shape[:1] and bias.is_contiguous()
+                              and bias.dtype == torch.float32 and bias.device.type == "cpu"))
         and x.numel() > 0
         and x.numel() * weight.shape[0] >= _min_macs
     )
@@ -70,7 +78,7 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear`, on oneDNN for fp32 CPU matmuls of at least `MIN_MACS` multiply-adds."""
-    if _use_onednn(x, weight):
+    if _use_onednn(x, weight, bias):
         return _mm_t(x, weight, bias)
     return F.linear(x, weight, bias)
 
@@ -86,7 +94,8 @@ class Linear(nn.Linear):
 def onednn_gemm(enabled: bool = True, min_macs: int = MIN_MACS) -> Iterator[None]:
     """Inside the block, route fp32 CPU linears of at least `min_macs` multiply-adds to oneDNN
     (`enabled=True`, the default on x86-64) or all of them to `F.linear` (`False`),
-    e.g. to compare both on a given CPU."""
+    e.g. to compare both on a given CPU. With gradient checkpointing, run the backward inside the
+    block too: it replays the forward, which must take the same route."""
     global _onednn_enabled, _min_macs
     previous = _onednn_enabled, _min_macs
     _onednn_enabled, _min_macs = enabled and _ONEDNN_AVAILABLE, min_macs
