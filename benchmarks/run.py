@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from timing import PRECISIONS, setup
+
 HERE = Path(__file__).resolve().parent
 PARTS = ("hf-b", "hf-s", "vitpytorch-fe", "vitpytorch-fsa", "variants", "compile")
 SMALL = dict(width=384, num_heads=6, depth=12, mlp_dim=1536)  # the small config (ViT-S sizes)
@@ -87,8 +89,7 @@ def meta(args: argparse.Namespace, s: dict) -> dict:
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "unknown CPU")
     return dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=model,
                 cores=len(__import__("os").sched_getaffinity(0)), threads=args.threads, precision=args.precision,
-                torch=torch.__version__,
-                transformers=pkg("transformers"), vit_pytorch=pkg("vit-pytorch"), frames=s["frames"],
+                torch=torch.__version__, transformers=pkg("transformers"), vit_pytorch=pkg("vit-pytorch"), frames=s["frames"],
                 image_size=32 if args.smoke else 224, quick=args.quick, smoke=args.smoke)
 
 
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="8 frames, fewer rounds (about a third of the time)")
     parser.add_argument("--smoke", action="store_true", help="tiny models: checks the machinery in seconds")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="fp32, or bf16 autocast for every contender (as run.precision=bf16 trains)")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="comparisons to run")
     parser.add_argument("--out", type=Path, default=None,
@@ -119,8 +120,6 @@ def main() -> None:
     if args.out is None:  # a bf16, quick or smoke run never replaces the full fp32 run's results
         sub = Path("bf16" if args.precision == "bf16" else "") / ("smoke" if args.smoke else "quick" if args.quick else "")
         args.out = HERE / "results" / sub
-    from timing import setup
-
     setup(args.threads, args.precision)
     s = settings(args)
     if args.part:  # child mode

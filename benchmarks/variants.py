@@ -27,6 +27,7 @@ def gemm_fns(n: int) -> tuple[dict[str, Callable[[], torch.Tensor]], int]:
         a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
         return {"torch.matmul": lambda: torch.matmul(a, b)}, 2 * n**3
     a, b = torch.randn(n, n), torch.randn(n, n)
+
     def onednn() -> torch.Tensor:
         with onednn_gemm(True, min_macs=0):  # also where it is not the default (non-x86 CPUs)
             return linear(a, b)
