@@ -21,11 +21,49 @@ def test_short_video_is_padded_with_its_last_frame():
     assert clip_indices(3, 4, 1, 0).tolist() == [0, 1, 2, 2]
 
 
-@pytest.mark.parametrize("total, n", [(300, 32), (100, 8), (10, 16), (33, 32)])
-def test_uniform_sampling_is_the_official_rule(total, n):
-    official = np.clip(np.round(np.arange(total / (n + 1), total, total / (n + 1)))[:n], 0, total - 1)
-    assert uniform_indices(total, n).tolist() == official.astype(int).tolist()
-    assert eval_uniform(total, n, 1)[0].tolist() == official.astype(int).tolist()
+def official_uniform(total: int, n: int) -> np.ndarray:
+    """Scenic's `sample_frames_uniformly` (scenic/common_lib/video_utils.py) restated in numpy: positions
+    arange(T/(n+1), T, T/(n+1)) (arange(0, T, 1) when n >= T) in float32, as jnp.arange computes them with
+    x64 off, rounded half to even, clipped to T - 1."""
+    start, step = (total / (n + 1), total / (n + 1)) if n < total else (0, 1)
+    return np.minimum(np.round(np.arange(start, total, step, dtype=np.float32)).astype(np.int64), total - 1)
+
+
+# Indices the official function returned when run (jax 0.10.2, x64 off): every frame for n == T, float32
+# drift breaking a would-be tie (13/12 * 6 -> 7, not 6), the extra end point (8/3 * 3 ~ 8 -> 7), and Scenic's
+# own unit test (128 frames, n=18 -> 19 frames).
+MEASURED = {(4, 4): [0, 1, 2, 3], (13, 11): [1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12], (8, 2): [3, 5, 7],
+            (4, 2): [1, 3, 3], (128, 18): [7, 13, 20, 27, 34, 40, 47, 54, 61, 67, 74, 81, 88, 94, 101, 108, 115, 121, 127]}
+
+
+def test_the_numpy_restatement_is_what_the_official_code_returned():
+    for (total, n), indices in MEASURED.items():
+        assert official_uniform(total, n).tolist() == indices
+    pairs = [(t, n) for t in range(1, 65) for n in range(1, t + 1)]
+    lengths = [len(official_uniform(t, n)) - n for t, n in pairs]
+    assert (lengths.count(0), lengths.count(1), len(pairs)) == (1842, 238, 2080)  # as measured with jax
+
+
+def test_uniform_indices_equal_the_official_wherever_it_returns_n_frames():
+    matched = 0
+    for total in range(1, 65):
+        for n in range(1, total + 1):
+            official = official_uniform(total, n)
+            ours = uniform_indices(total, n)
+            assert len(ours) == n, (total, n)
+            if len(official) == n:
+                assert ours.tolist() == official.tolist(), (total, n)
+                assert eval_uniform(total, n, 1)[0].tolist() == official.tolist(), (total, n)
+                matched += 1
+            else:  # the official float32 arange also reached its end point T - 1: we keep its first n
+                assert ours.tolist() == official[:n].tolist() and official[-1] == total - 1, (total, n)
+    assert matched == 1842
+
+
+def test_uniform_indices_for_more_frames_than_the_video_has():
+    assert uniform_indices(4, 8).tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # the official takes the 4 frames only
+    assert uniform_indices(3, 4).tolist() == [0, 0, 1, 2]
+    assert uniform_indices(5, 5, offset=0.4).tolist() == [0, 1, 2, 3, 4]  # nothing to shift: every frame
 
 
 def test_uniform_training_and_multi_clip_offsets_stay_in_range():

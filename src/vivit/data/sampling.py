@@ -1,7 +1,8 @@
 """Which frames make a clip: random training clips, the official uniform rule, evenly spaced test clips.
 
 Videos shorter than a clip's span are padded by repeating their last frame (indices are clamped to the last
-frame), so a clip always has `num_frames` frames and time never runs backwards.
+frame; uniform sampling repeats every frame evenly instead), so a clip always has `num_frames` frames and
+time never runs backwards.
 """
 
 from __future__ import annotations
@@ -37,13 +38,22 @@ def eval_clips(video_frames: int, num_frames: int, frame_stride: int, num_clips:
 
 
 def uniform_indices(video_frames: int, num_frames: int, offset: float = 0.0) -> np.ndarray:
-    """Uniform frame sampling (Sec. 3.2), official rule round(k * T / (n + 1)) for k = 1..n, clipped to T - 1.
+    """Uniform frame sampling (Sec. 3.2) as the official `sample_frames_uniformly`
+    (scenic/common_lib/video_utils.py): positions `arange(T/(n+1), T, T/(n+1))` in float32, rounded half
+    to even, clipped to T - 1; n >= T takes every frame.
 
-    `offset` in [-0.5, 0.5] shifts every position by that fraction of the spacing T / (n + 1): 0 is the official
-    rule; training draws it at random, multi-clip testing spreads it evenly.
+    Where the official float32 `arange` also yields its end point (position ~T, clipped to T - 1: n + 1
+    frames, e.g. T=8, n=2 -> [3, 5, 7]) we keep its first n positions. For n > T, where the official takes
+    only the T frames, every frame is repeated evenly (`k * T // n`) so that a clip has n frames.
+    `offset` in [-0.5, 0.5] shifts every position by that fraction of the spacing T / (n + 1) (n < T only):
+    0 is the official rule; training draws it at random, multi-clip testing spreads it evenly.
     """
+    if num_frames >= video_frames:
+        return np.arange(num_frames) * video_frames // num_frames
     spacing = video_frames / (num_frames + 1)
-    positions = (np.arange(1, num_frames + 1) + offset) * spacing
+    positions = np.arange(spacing, video_frames, spacing, dtype=np.float32)[:num_frames]
+    if offset:
+        positions = positions + np.float32(offset * spacing)
     return np.clip(np.round(positions), 0, video_frames - 1).astype(np.int64)
 
 
