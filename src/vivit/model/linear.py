@@ -1,13 +1,13 @@
-"""Dense layers on the CPU's fastest fp32 GEMM.
+"""Dense layers on the machine's fastest fp32 GEMM.
 
-PyTorch runs fp32 CPU matmuls through MKL, which executes its AVX2 kernels on AMD CPUs even where
-AVX-512 is available: half the fp32 rate of the AMD EPYC (Zen 5) this project is benchmarked on.
-oneDNN, which PyTorch ships too, picks its kernels from the CPU's features. On x86-64, `Linear`
-therefore sends fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN; other CPUs opt in with
-`onednn_gemm(True)`. CUDA, bf16/fp16 autocast, float64, ONNX/`torch.export` tracing and matmuls too
-small for oneDNN's larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover
-measured on that CPU is 5-20 M, forward to training) keep `F.linear`. Parameters, state-dict keys and
-the maths are those of `nn.Linear`; only the order of the fp32 sums differs.
+PyTorch runs fp32 CPU matmuls through MKL on x86-64; oneDNN, which PyTorch ships too, is about twice as
+fast on some CPUs (AMD EPYC Zen 5, where MKL runs AVX2 kernels) and slower on others (Intel Sapphire
+Rapids). `Linear` sends fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN only where
+`vivit.backends.gemm_route` measured it faster on the running machine; other CPUs than x86-64 opt in
+with `onednn_gemm(True)`. CUDA, bf16/fp16 autocast, float64, ONNX/`torch.export` tracing and matmuls
+too small for oneDNN's larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover
+measured on the AMD EPYC is 5-20 M, forward to training) keep `F.linear`. Parameters, state-dict keys
+and the maths are those of `nn.Linear`; only the order of the fp32 sums differs.
 """
 
 from __future__ import annotations
@@ -20,9 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vivit import backends
+
 _ONEDNN_AVAILABLE = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 MIN_MACS = 1 << 24
-_onednn_enabled = _ONEDNN_AVAILABLE and platform.machine().lower() in ("x86_64", "amd64")
+# None: the measured route of this machine (x86-64); True / False: forced (onednn_gemm, other CPUs)
+_MEASURED: bool | None = None if _ONEDNN_AVAILABLE else False
+_onednn_enabled: bool | None = _MEASURED if platform.machine().lower() in ("x86_64", "amd64") else False
 _min_macs = MIN_MACS
 
 
@@ -56,11 +60,16 @@ def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
 _mm_t.register_autograd(_backward, setup_context=_setup_context)
 
 
+@torch._dynamo.assume_constant_result  # decided eagerly, a constant to `torch.compile`
+def _measured_route() -> str:
+    return backends.gemm_route(_mm_t)
+
+
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """oneDNN where it computes `F.linear` faster: large fp32 CPU matmuls with a plain (N, K) weight and
     contiguous (N,) bias, outside autocast, export/tracing and `torch.func` transforms."""
     return (
-        _onednn_enabled
+        _onednn_enabled is not False
         and not torch.onnx.is_in_onnx_export()
         and not torch.compiler.is_exporting()
         and not torch.jit.is_tracing()
@@ -73,11 +82,12 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
                               and bias.dtype == torch.float32 and bias.device.type == "cpu"))
         and x.numel() > 0
         and x.numel() * weight.shape[0] >= _min_macs
+        and (_onednn_enabled or _measured_route() == "onednn")
     )
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, on oneDNN for fp32 CPU matmuls of at least `MIN_MACS` multiply-adds."""
+    """`F.linear`, on oneDNN for fp32 CPU matmuls of at least `MIN_MACS` multiply-adds where it is faster."""
     if _use_onednn(x, weight, bias):
         return _mm_t(x, weight, bias)
     return F.linear(x, weight, bias)
@@ -91,14 +101,14 @@ class Linear(nn.Linear):
 
 
 @contextmanager
-def onednn_gemm(enabled: bool = True, min_macs: int = MIN_MACS) -> Iterator[None]:
+def onednn_gemm(enabled: bool | None = True, min_macs: int = MIN_MACS) -> Iterator[None]:
     """Inside the block, route fp32 CPU linears of at least `min_macs` multiply-adds to oneDNN
-    (`enabled=True`, the default on x86-64) or all of them to `F.linear` (`False`),
-    e.g. to compare both on a given CPU. With gradient checkpointing, run the backward inside the
-    block too: it replays the forward, which must take the same route."""
+    (`enabled=True`), all of them to `F.linear` (`False`) or by the machine's measured route (`None`,
+    the default on x86-64), e.g. to compare both on a given CPU. With gradient checkpointing, run the
+    backward inside the block too: it replays the forward, which must take the same route."""
     global _onednn_enabled, _min_macs
     previous = _onednn_enabled, _min_macs
-    _onednn_enabled, _min_macs = enabled and _ONEDNN_AVAILABLE, min_macs
+    _onednn_enabled, _min_macs = _MEASURED if enabled is None else enabled and _ONEDNN_AVAILABLE, min_macs
     try:
         yield
     finally:

@@ -1,0 +1,89 @@
+"""The fp32 GEMM route is measured once per machine, cached, deterministic and overridable."""
+
+import json
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vivit import backends
+from vivit.errors import ConfigError
+from vivit.model import linear as linear_mod
+from vivit.model.linear import Linear, onednn_gemm
+
+
+@pytest.fixture(autouse=True)
+def _fresh(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIVIT_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(backends.GEMM_ENV, raising=False)
+    monkeypatch.setattr(backends, "CALIBRATION_SHAPE", (64, 32, 48))
+    backends.reset()
+    yield
+    backends.reset()
+
+
+def _slow(fn, seconds=0.004):
+    def slowed(*args):
+        time.sleep(seconds)
+        return fn(*args)
+    return slowed
+
+
+def test_calibration_takes_onednn_only_where_it_is_faster():
+    assert backends.calibrate_gemm(_slow(F.linear))["route"] == "torch"
+    assert backends.calibrate_gemm(F.linear, default_linear=_slow(F.linear))["route"] == "onednn"
+    # equal speed: not faster by the margin, so PyTorch's own route
+    assert backends.calibrate_gemm(_slow(F.linear), default_linear=_slow(F.linear))["route"] == "torch"
+
+
+def test_route_is_cached_per_machine_and_deterministic(monkeypatch, tmp_path):
+    calls = []
+
+    def fake(onednn_linear):
+        calls.append(1)
+        return {"route": "onednn", "torch": {}, "onednn": {}}
+
+    monkeypatch.setattr(backends, "calibrate_gemm", fake)
+    assert backends.gemm_route(F.linear) == "onednn"
+    assert backends.gemm_route(F.linear) == "onednn" and len(calls) == 1  # decided once per process
+    backends.reset()
+    assert backends.gemm_route(F.linear) == "onednn" and len(calls) == 1  # next process: read from the cache
+    cache = json.loads((tmp_path / "home" / "backends.json").read_text())
+    assert cache[backends.machine_key()]["gemm"] == "onednn"
+    assert str(torch.get_num_threads()) in backends.machine_key()
+
+
+def test_environment_overrides_and_rejects_unknown_routes(monkeypatch):
+    monkeypatch.setattr(backends, "calibrate_gemm", lambda *a: pytest.fail("must not calibrate"))
+    monkeypatch.setenv(backends.GEMM_ENV, "torch")
+    assert backends.gemm_route(F.linear) == "torch"
+    backends.reset()
+    monkeypatch.setenv(backends.GEMM_ENV, "mkl")
+    with pytest.raises(ConfigError, match="VIVIT_GEMM"):
+        backends.gemm_route(F.linear)
+
+
+def test_corrupt_cache_is_measured_again(monkeypatch, tmp_path):
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "backends.json").write_text("{not json")
+    monkeypatch.setattr(backends, "calibrate_gemm", lambda *a: {"route": "torch"})
+    assert backends.gemm_route(F.linear) == "torch"
+
+
+def _onednn_calls(layer, x) -> int:
+    with torch.profiler.profile() as prof:
+        layer(x).sum().backward()
+    return sum(e.count for e in prof.key_averages() if e.key == "vivit::onednn_mm_t")
+
+
+@pytest.mark.skipif(not linear_mod._ONEDNN_AVAILABLE, reason="PyTorch built without oneDNN")
+@pytest.mark.parametrize("route", backends.GEMM_ROUTES)
+def test_linear_follows_the_measured_route_with_equal_results(monkeypatch, route):
+    monkeypatch.setenv(backends.GEMM_ENV, route)
+    layer, x = Linear(32, 48), torch.randn(5, 32, requires_grad=True)
+    with onednn_gemm(None, min_macs=0):  # the measured route, as by default on x86-64
+        calls = _onednn_calls(layer, x)
+        y = layer(x)
+    assert calls == (3 if route == "onednn" else 0)  # forward + both backward GEMMs
+    torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
