@@ -36,3 +36,15 @@ def tiny_overrides(data: Path, out: Path, **extra: object) -> list[str]:
     }
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
+
+
+def untrained_checkpoint(path: Path, classes: tuple[str, ...] = CLASSES) -> Path:
+    """A training checkpoint of a freshly initialised tiny model (8 frames of 16 px), without training."""
+    from vivit.engine.checkpoint import save_checkpoint
+    from vivit.model import create_model
+
+    model = create_model("vivit-ti-16x2-st", num_classes=len(classes), num_frames=8, image_size=16, width=32,
+                         depth=1, num_heads=2, mlp_dim=64, tubelet=(2, 8, 8))
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config.to_dict(),
+                           "classes": list(classes)})
+    return path

@@ -47,7 +47,7 @@ def test_predict_files_and_folders(trained, capsys, tmp_path):
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     r = run_json(capsys, ["predict", str(run / "last.pt"), str(data / "val"), str(tmp_path / "broken.mp4"),
                           "--top-k", "2", "--json", "--quiet"])
-    assert len(r["results"]) == 8 and r["failed"] == [str(tmp_path / "broken.mp4")]
+    assert len(r["results"]) == 8 and [f["file"] for f in r["failed"]] == [str(tmp_path / "broken.mp4")]
     correct = 0
     for item in r["results"]:
         labels = [p["label"] for p in item["predictions"]]
@@ -75,7 +75,8 @@ def test_predict_when_every_video_is_unreadable(trained, capsys, tmp_path):
     (tmp_path / "b.mp4").write_bytes(b"not a video")
     assert main(["predict", str(run / "last.pt"), str(tmp_path), "--json", "--quiet"]) == 1
     r = json.loads(capsys.readouterr().out)
-    assert r["results"] == [] and sorted(r["failed"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
+    assert r["results"] == []
+    assert sorted(f["file"] for f in r["failed"]) == [str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4")]
 
 
 def test_export_onnx_matches_pytorch(trained, capsys, tmp_path):

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from vivit.data.datasets import failure_reason
 from vivit.data.decode import DECODE_ERRORS, count_decodable_frames, read_frames
-from vivit.data.sources import SPLIT_FOLDERS, find_samples
+from vivit.data.sources import SPLIT_FOLDERS, find_samples, split_arg
 
 
 def check_video(path: str | Path, full: bool = True) -> str | None:
@@ -28,7 +28,8 @@ def check_video(path: str | Path, full: bool = True) -> str | None:
 
 
 def dataset_files(source: str | Path, split: str | None = None) -> list[Path]:
-    """Every video path of a source; a folder with split sub-folders and no `split` gives all splits."""
+    """Every video path of a source (`find_samples`); a folder with split sub-folders and no `split` gives
+    all splits, a folder of class folders (no split folders) its videos."""
     root = Path(source)
     if split is None and root.is_dir() and any((root / s).is_dir() for s in SPLIT_FOLDERS):
         return [p for s in SPLIT_FOLDERS if (root / s).is_dir() for p, _ in find_samples(root, s)[0]]
@@ -49,7 +50,8 @@ def check_dataset(source: str | Path, split: str | None = None, full: bool = Tru
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset: class-per-folder root, list file (.txt) or Kinetics CSV")
-    parser.add_argument("--split", help="only this split (train/val/test folder or CSV split value)")
+    parser.add_argument("--split", type=split_arg,
+                        help="only this split (train/val/test folder or CSV split value; default: all)")
     parser.add_argument("--quick", action="store_true", help="open and decode the first frame only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -7,15 +7,45 @@ Files are not opened here; a missing or broken file is found (and skipped) when 
 from __future__ import annotations
 
 import csv
+import io
+import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
 from vivit.errors import DataError
+from vivit.textfiles import read_text
 
-VIDEO_EXTENSIONS = (".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
+log = logging.getLogger("vivit.data")
+
+# Containers PyAV/ffmpeg read that people keep videos in (MPEG-TS from camcorders, 3GP from phones, ...).
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".3gp", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
+                    ".m2ts", ".flv", ".wmv", ".ogv", ".gif")
 SPLIT_FOLDERS = ("train", "val", "test")
+NO_SPLIT = "none"  # the command-line spelling of split=None (the source as a whole); null in a config
+NO_SPLIT_HINT = "for no split use --split none, or null in a config (data.train_split / data.val_split)"
 
 Samples = list[tuple[Path, int]]
+
+
+def split_arg(text: str) -> str | None:
+    """argparse type of `--split`: a split name, or `none` for the source as a whole (None)."""
+    return None if text.strip().lower() in (NO_SPLIT, "") else text
+
+
+def is_hidden(name: str) -> bool:
+    """Dot-files and dot-folders (`.DS_Store`, AppleDouble `._clip.mp4`, `.cache/`) are never classes or videos."""
+    return name.startswith(".")
+
+
+def video_files(folder: Path) -> list[Path]:
+    """The video files under `folder`, sub-folders included (recursively), sorted; hidden entries are skipped."""
+    found = []
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not is_hidden(name)]  # os.walk does not descend into these
+        found += [Path(parent) / name for name in files
+                  if not is_hidden(name) and Path(name).suffix.lower() in VIDEO_EXTENSIONS]
+    return sorted(found)
 
 
 def _class_index(classes: list[str] | None, inferred: list[str], source: Path) -> dict[str, int]:
@@ -28,27 +58,35 @@ def _class_index(classes: list[str] | None, inferred: list[str], source: Path) -
 
 
 def from_folder(root: Path, split: str | None, classes: list[str] | None) -> tuple[Samples, list[str]]:
-    """`root/<class>/*.mp4`, or `root/<split>/<class>/*.mp4` when split folders exist (classes sorted)."""
+    """`root/<class>/**/*.mp4`, or `root/<split>/<class>/**/*.mp4` when split folders exist (classes sorted).
+
+    Videos in sub-folders of a class folder belong to that class; an empty class folder is warned about
+    (it stays a class, so labels agree between splits)."""
     splits = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
     if splits:
         if split is None:
-            raise DataError(f"{root} has split folders {splits}: choose one with split=")
+            raise DataError(f"{root} has split folders {splits}: choose one with split= (--split, data.train_split)")
         if split not in splits:
             raise DataError(f"{root}: split {split!r} not found, available: {splits}")
         root = root / split
     elif split is not None:
-        raise DataError(f"{root} has no split folders ({', '.join(SPLIT_FOLDERS)}), got split={split!r}")
-    folders = sorted(p for p in root.iterdir() if p.is_dir())
+        raise DataError(f"{root} has no split folders ({', '.join(SPLIT_FOLDERS)}), got split={split!r}; "
+                        f"{NO_SPLIT_HINT}")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
     index = _class_index(classes, [p.name for p in folders], root)
-    samples = [(f, index[folder.name]) for folder in folders for f in sorted(folder.iterdir())
-               if f.suffix.lower() in VIDEO_EXTENSIONS]
+    samples: Samples = []
+    for folder in folders:
+        files = video_files(folder)
+        if not files:
+            log.warning("class folder %s holds no video files (%s)", folder, " ".join(VIDEO_EXTENSIONS))
+        samples += [(f, index[folder.name]) for f in files]
     return samples, list(index)
 
 
 def from_list_file(path: Path, classes: list[str] | None) -> tuple[Samples, list[str]]:
     """mmaction2-style lines `relative/path label` (label an int or a class name), paths relative to the file."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         parts = line.rsplit(maxsplit=1)
@@ -79,12 +117,14 @@ def _kinetics_file(folder: Path, row: dict[str, str]) -> Path:
 
 def from_kinetics_csv(path: Path, split: str | None, classes: list[str] | None) -> tuple[Samples, list[str]]:
     """Kinetics CSV `label,youtube_id,time_start,time_end,split`; `split` keeps the rows of one split."""
-    with path.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    missing = {"label", "youtube_id", "time_start", "time_end"} - set(rows[0] if rows else {})
+    rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
+    columns = set(rows[0] if rows else {})
+    missing = {"label", "youtube_id", "time_start", "time_end"} - columns
     if missing:
         raise DataError(f"{path}: CSV lacks columns {sorted(missing)} (Kinetics: label,youtube_id,time_start,"
                         f"time_end,split)")
+    if split is not None and "split" not in columns:
+        raise DataError(f"{path} has no 'split' column, got split={split!r}; {NO_SPLIT_HINT}")
     index = _class_index(classes, [r["label"] for r in rows], path)  # all splits: same labels everywhere
     if split is not None:
         rows = [r for r in rows if r.get("split") == split]
@@ -93,7 +133,8 @@ def from_kinetics_csv(path: Path, split: str | None, classes: list[str] | None) 
 
 def find_samples(source: str | Path | Sequence[str | Path], split: str | None = None,
                  classes: list[str] | None = None) -> tuple[Samples, list[str]]:
-    """Samples and class names of any supported source; a list of paths gets label -1 (prediction)."""
+    """Samples and class names of any supported source; a list of paths gets label -1 (prediction).
+    `split=None` takes the source as a whole (a folder without split folders, every row of a CSV)."""
     if isinstance(source, (list, tuple)):
         return [(Path(p), -1) for p in source], list(classes or [])
     path = Path(source)
@@ -101,6 +142,9 @@ def find_samples(source: str | Path | Sequence[str | Path], split: str | None = 
         raise FileNotFoundError(f"dataset source not found: {path}")
     if path.is_dir():
         return from_folder(path, split, classes)
+    if path.suffix.lower() in VIDEO_EXTENSIONS:
+        raise DataError(f"{path} is a video file, not a dataset: give a folder with one sub-folder per class, "
+                        f"a list file (.txt) or a Kinetics CSV (vivit predict takes single videos)")
     if path.suffix.lower() == ".csv":
         return from_kinetics_csv(path, split, classes)
     return from_list_file(path, classes)

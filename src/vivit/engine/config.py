@@ -46,8 +46,8 @@ class DataSection:
 
     train: str = "data"                       # folder, list file (.txt) or Kinetics-style .csv
     val: str | None = None                    # None = the train source with val_split
-    train_split: str = "train"
-    val_split: str | None = "val"             # None = no validation
+    train_split: str | None = "train"         # train/val/test sub-folder or CSV split; None = the source as a whole
+    val_split: str | None = "val"             # None = the whole `val` source, or no validation when val is None
     num_frames: int = 32
     frame_stride: int = 2
     image_size: int = 224
@@ -99,6 +99,8 @@ class RunSection:
     keep_last: bool = True
     keep_best: bool = True
     log_every: int = 10                       # steps between CSV/TensorBoard rows
+    max_nonfinite_steps: int = 3              # stop after this many consecutive steps with a NaN/inf loss or gradient
+    overwrite: bool = False                   # replace a previous run in `out` (else only --resume may use it)
     tensorboard: bool = True                  # when the tensorboard package is installed
 
 
@@ -152,7 +154,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Tr
 
 
 def apply_override(d: dict[str, Any], item: str) -> None:
-    """`optim.lr=0.1` -> d['optim']['lr'] = 0.1 (the value is typed as a YAML scalar or flow collection)."""
+    """`optim.lr=0.1` -> d['optim']['lr'] = 0.1 (the value is typed as a YAML scalar or flow collection).
+    A mapping merges into the mapping already there: `model.overrides={depth: 4}` keeps the file's other overrides."""
     key, sep, raw = item.partition("=")
     parts = key.strip().split(".")
     if not sep or len(parts) < 2 or not all(parts):
@@ -166,7 +169,8 @@ def apply_override(d: dict[str, Any], item: str) -> None:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {item!r}: '{p}' is not a section")
-    node[parts[-1]] = value
+    old = node.get(parts[-1])
+    node[parts[-1]] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
 
 
 TRAIN_CONFIG_FILE = "train_config.yaml"  # stored beside exported weights: how their videos were preprocessed
@@ -195,9 +199,9 @@ def validate(c: TrainConfig) -> None:
     _choice("run.precision", c.run.precision, PRECISIONS)
     _choice("run.device", c.run.device, DEVICES)
     for name in ("data.num_frames", "data.frame_stride", "data.image_size", "data.val_clips", "data.val_crops",
-                 "run.batch_size", "run.grad_accum", "run.log_every"):
+                 "run.batch_size", "run.grad_accum", "run.log_every", "run.max_nonfinite_steps"):
         _at_least(name, _get(c, name), 1)
-    for name in ("data.num_workers", "schedule.epochs", "run.eval_every", "run.save_every_steps"):
+    for name in ("data.num_workers", "schedule.epochs", "run.eval_every", "run.save_every_steps", "run.seed"):
         _at_least(name, _get(c, name), 0)
     for name in ("optim.lr", "optim.weight_decay", "optim.mixup_alpha", "schedule.warmup_epochs", "schedule.min_lr"):
         _at_least(name, _get(c, name), 0)
@@ -207,8 +211,14 @@ def validate(c: TrainConfig) -> None:
     for name in ("optim.base_batch_size", "schedule.max_steps", "optim.clip_grad_norm"):
         if _get(c, name) is not None and _get(c, name) <= 0:
             raise ConfigError(f"{name} must be > 0 or null, got {_get(c, name)}")
+    if c.run.seed >= 2**32:
+        raise ConfigError(f"run.seed must be < 2**32, got {c.run.seed}")
     if c.schedule.epochs == 0 and c.schedule.max_steps is None:
         raise ConfigError("schedule.epochs is 0 and schedule.max_steps is null: nothing to train")
+    for name in ("data.train_split", "data.val_split"):
+        value = _get(c, name)
+        if value is not None and value.strip().lower() in ("", "none", "null"):
+            raise ConfigError(f"{name}={value!r}: for no split write null ({name}=null), not a string")
     if c.run.batch_size % c.run.grad_accum:
         raise ConfigError(f"run.batch_size {c.run.batch_size} must be divisible by run.grad_accum {c.run.grad_accum}")
     for key in ("num_frames", "image_size", "num_classes", "drop_path"):

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from vivit.cli import positive_int
+from vivit.data.sources import split_arg
 from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
-from vivit.engine.build import autocast, resolve_device
+from vivit.engine.build import autocast, resolve_device, resolve_precision
 from vivit.engine.logging import progress
 from vivit.engine.metrics import AGGREGATIONS, ClassificationReport, aggregate_views
 from vivit.errors import ConfigError, DataError
@@ -77,9 +78,11 @@ def parse_views(text: str) -> tuple[int, int]:
 
 def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str | None = None,
                 frame_stride: int | None = None, aggregation: str = "logits", batch_size: int = 8,
-                num_workers: int = 0, device: str = "auto", quiet: bool = False, desc: str = "eval") -> tuple[Any, ...]:
+                num_workers: int = 0, device: str = "auto", precision: str | None = None, quiet: bool = False,
+                desc: str = "eval") -> tuple[Any, ...]:
     """`collect_scores` of a loaded model (`load_model`) over `source` with clips x crops views, videos
-    preprocessed as in the model's training run (frame stride unless given, resize, normalisation)."""
+    preprocessed as in the model's training run (frame stride unless given, resize, normalisation) and run
+    at its precision (`inference_precision`) unless `precision` is given."""
     from vivit.data import build_dataset, make_loader
 
     model, classes, train_config = loaded
@@ -90,7 +93,9 @@ def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str 
                             classes=classes, augment=augment)
     dev = resolve_device(device)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    return collect_scores(model.to(dev), loader, device=dev, aggregation=aggregation, quiet=quiet, desc=desc)
+    precision = precision or inference_precision(train_config, dev)
+    return collect_scores(model.to(dev), loader, device=dev, precision=precision, aggregation=aggregation,
+                          quiet=quiet, desc=desc)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str = "4x3",
@@ -132,6 +137,16 @@ def eval_preprocessing(train_config: dict[str, Any]) -> tuple[int, Any]:
     return data.frame_stride, augment_config(data)
 
 
+def inference_precision(train_config: dict[str, Any], device: torch.device) -> str:
+    """The training run's `run.precision` on CUDA (`auto`: bf16 where supported, as in training); fp32 on
+    the CPU, where autocast is slower than fp32."""
+    from vivit.engine.config import RunSection, TrainConfig
+
+    if device.type != "cuda":
+        return "fp32"
+    return resolve_precision(TrainConfig.from_dict(train_config).run if train_config else RunSection(), device)
+
+
 def format_report(r: dict[str, Any]) -> str:
     lines = [f"{r['num_samples']} videos ({r['skipped']} skipped), {r['views']} views, {r['aggregation']} averaged",
              f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  mean class {100 * r['mean_class_accuracy']:.2f}%",
@@ -145,7 +160,9 @@ def format_report(r: dict[str, Any]) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
     parser.add_argument("data", help="dataset folder, list file or Kinetics-style CSV")
-    parser.add_argument("--split", default="val", help="sub-folder/split to evaluate (default: val)")
+    parser.add_argument("--split", default="val", type=split_arg,
+                        help="train/val/test sub-folder or CSV split to evaluate (default: val); "
+                             "none: the folder's class folders (no split folders)")
     parser.add_argument("--views", default="4x3", help="CLIPSxCROPS multi-view testing (default: 4x3, the paper's)")
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATIONS, help="average logits (paper) or softmax")
     parser.add_argument("--stride", type=positive_int, default=None, help="frame stride (default: the training config's)")
