@@ -1,0 +1,165 @@
+"""Regenerate tests/fixtures/media/: small videos made by the ffmpeg CLI, with ffmpeg's own decode of each.
+
+    python tests/make_media_fixtures.py        # needs `ffmpeg` and `ffprobe` on PATH (apt-get install ffmpeg)
+
+For every fixture X this writes X (the video), X.npz (`frames`: uint8 (T, H, W, 3), exactly what
+`ffmpeg -i X -map 0:v:0 -fps_mode passthrough -f rawvideo -pix_fmt rgb24 -` prints: every decoded frame once, in
+display order, upright) and one entry of expected.json with ffprobe's facts: displayed size, rotation, frame
+count of the decode, frame rate, the header's frame count, and each decoded frame's timestamp. The test suite
+reads only these committed files; it never runs ffmpeg.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).parent / "fixtures" / "media"
+
+
+def source(seconds: float, size: str = "32x24") -> str:
+    """A lavfi source of moving colour bands (0..255, a moving square): every frame differs from the next."""
+    red = "8*floor(16+15.9*sin(2*PI*(X/W+N/17)))"  # 8-level steps keep ffmpeg's decode small once compressed
+    green = "8*floor(16+15.9*cos(2*PI*(Y/H+N/11)))"
+    blue = "if(lt(abs(X-mod(3*N,W)),4)*lt(abs(Y-H/2),4),255,8*mod(N,32))"
+    return f"nullsrc=s={size}:r=25:d={seconds},format=gbrp,geq=r='{red}':g='{green}':b='{blue}'"
+
+
+@dataclass(frozen=True)
+class Fixture:
+    name: str
+    args: list[str]  # ffmpeg arguments between the inputs and the output file
+    inputs: list[str] = field(default_factory=lambda: lavfi(source(0.4)))
+    note: str = ""
+
+
+def lavfi(graph: str) -> list[str]:
+    return ["-f", "lavfi", "-i", graph]
+
+
+# frame times (ms) 0, 53, 80, 133, 160, ...: gaps of 53 and 27 ms alternate, and frames 9-12 are dropped
+VFR = lavfi(f"{source(1.6)},settb=1/1000,setpts='(N*40+13*mod(N*N,4))/1000/TB',select='not(between(n,9,12))'")
+X264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-threads", "1"]
+FIXTURES = [
+    *[Fixture(f"rotate{r}.mp4", [*X264, "-g", "5"], note=f"display matrix: shown turned {r} degrees clockwise")
+      for r in (90, 180, 270)],
+    Fixture("h264_bframes.avi", [*X264, "-bf", "3", "-g", "15"], lavfi(source(1.6)),
+            "H.264 in AVI with B-frames: packets carry no presentation time"),
+    Fixture("mpeg4_bframes.avi", ["-c:v", "mpeg4", "-bf", "2", "-g", "12", "-q:v", "3", "-vtag", "XVID"],
+            lavfi(source(1.6)), "MPEG-4 Part 2 (XviD fourcc) in AVI with B-frames, as UCF101/HMDB51"),
+    Fixture("h264_bframes.ts", [*X264, "-bf", "3", "-g", "15"], lavfi(source(1.6)),
+            "MPEG-TS with B-frames (no index: seeks by timestamp)"),
+    Fixture("long_audio.mkv", [*X264, "-c:a", "aac", "-b:a", "12k", "-ac", "1"],
+            [*lavfi(source(1)), *lavfi("sine=f=440:r=8000:d=6")],
+            "1 s of video, 6 s of audio: the container lasts 6 s"),
+    Fixture("start_offset.webm", ["-c:v", "libvpx", "-b:v", "100k", "-g", "10", "-output_ts_offset", "2.5"],
+            note="WebM (no per-stream frame count) whose first frame is at 2.5 s"),
+    Fixture("truncated_mjpeg.avi", ["-c:v", "mjpeg", "-q:v", "5", "-pix_fmt", "yuvj420p", "-s", "16x16"],
+            lavfi(source(10)), "MJPEG AVI whose header says 250 frames, cut after 32"),
+    *[Fixture(f"mjpeg_{fmt}.avi", ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", fmt], note=f"full-range {fmt}")
+      for fmt in ("yuvj420p", "yuvj422p", "yuvj444p")],
+    Fixture("gray.mkv", ["-c:v", "ffv1", "-pix_fmt", "gray"], note="8-bit gray, lossless"),
+    Fixture("rgb.mkv", ["-c:v", "ffv1", "-pix_fmt", "bgr0"], note="RGB (bgr0), lossless"),
+    Fixture("vfr.mkv", ["-c:v", "ffv1", "-fps_mode", "vfr"],
+            VFR,
+            "variable frame rate, lossless: irregular gaps of 27-53 ms and four frames dropped"),
+    Fixture("vfr.mp4", [*X264, "-bf", "2", "-fps_mode", "vfr", "-video_track_timescale", "1000"],
+            VFR,
+            "variable frame rate H.264 with B-frames"),
+    Fixture("odd_321x241.mkv", ["-c:v", "ffv1", "-pix_fmt", "yuv420p"],
+            lavfi("testsrc=s=321x241:r=25:d=0.12"), "odd size, 4:2:0, lossless"),
+    Fixture("odd_321x241.avi", ["-c:v", "mpeg4", "-q:v", "4", "-pix_fmt", "yuv420p"],
+            lavfi("testsrc=s=321x241:r=25:d=0.12"), "odd size, MPEG-4 Part 2"),
+]
+
+
+def ffmpeg(*args: str, stdout=None) -> bytes:
+    done = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
+                          check=True, stdout=stdout or subprocess.PIPE)
+    return done.stdout
+
+
+def ffprobe(path: Path, *args: str) -> dict:
+    done = subprocess.run(["ffprobe", "-v", "error", "-of", "json", *args, str(path)], check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout)
+
+
+def make(fixture: Fixture) -> Path:
+    path = OUT / fixture.name
+    if fixture.name.startswith("rotate"):  # ffmpeg writes a display matrix when remuxing with a rotate tag
+        plain = OUT / f"plain_{fixture.name}"
+        ffmpeg(*fixture.inputs, *fixture.args, str(plain))
+        clockwise = int(fixture.name[6:-4])  # ffmpeg 5.1 takes the tag as counter-clockwise: checked in facts()
+        ffmpeg("-i", str(plain), "-c", "copy", "-metadata:s:v:0", f"rotate={(360 - clockwise) % 360}", str(path))
+        plain.unlink()
+    elif fixture.name.startswith("truncated"):
+        ffmpeg(*fixture.inputs, *fixture.args, str(path))
+        packets = ffprobe(path, "-select_streams", "v:0", "-show_entries", "packet=pos")["packets"]
+        assert len(packets) == 250, len(packets)
+        path.write_bytes(path.read_bytes()[:int(packets[32]["pos"]) - 8])  # before the 33rd chunk's header
+    else:
+        ffmpeg(*fixture.inputs, *fixture.args, str(path))
+    return path
+
+
+def facts(path: Path, note: str) -> tuple[dict, np.ndarray]:
+    stream = ffprobe(path, "-select_streams", "v:0", "-show_streams", "-count_packets")["streams"][0]
+    rotation = 0
+    for side in stream.get("side_data_list", []):
+        if "rotation" in side:  # ffprobe: counter-clockwise degrees; we record the clockwise turn for display
+            rotation = int(-side["rotation"]) % 360
+    frames = ffprobe(path, "-select_streams", "v:0", "-show_entries",
+                     "frame=best_effort_timestamp,pts,pkt_dts")["frames"]
+    assert not path.name.startswith("rotate") or rotation == int(path.name[6:-4]), (path, rotation)
+    width, height = stream["width"], stream["height"]
+    if rotation in (90, 270):
+        width, height = height, width
+    raw = ffmpeg("-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "rawvideo",
+                 "-pix_fmt", "rgb24", "-")
+    decoded = np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+    default = ffmpeg("-i", str(path), "-map", "0:v:0", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")
+    assert len(decoded) == len(frames), (path, len(decoded), len(frames))
+    changes = np.abs(np.diff(decoded.astype(np.int16), axis=0)).mean(axis=(1, 2, 3))
+    assert changes.size == 0 or changes.min() > 0.1, (path, changes.min())  # neighbours differ: order is testable
+    return {
+        "note": note,
+        "codec": stream["codec_name"],
+        "pix_fmt": stream["pix_fmt"],
+        "width": width,  # displayed (after rotation)
+        "height": height,
+        "rotation": rotation,
+        "frames": len(decoded),  # frames ffmpeg decodes
+        "header_frames": int(stream.get("nb_frames", 0) or 0),  # what the header claims (0: not stored)
+        "packets": int(stream["nb_read_packets"]),
+        "avg_frame_rate": stream["avg_frame_rate"],
+        "r_frame_rate": stream["r_frame_rate"],
+        "time_base": stream["time_base"],
+        "start_time": stream.get("start_time"),
+        "default_output_equals_passthrough": default == raw,  # ffmpeg's plain `-f rawvideo` gives the same
+        "timestamps": [f.get("best_effort_timestamp") for f in frames],  # in time_base units, display order
+    }, decoded
+
+
+def main() -> None:
+    if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
+        raise SystemExit("error: ffmpeg and ffprobe are needed (apt-get install ffmpeg)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    expected = {}
+    for fixture in FIXTURES:
+        path = make(fixture)
+        expected[fixture.name], frames = facts(path, fixture.note)
+        np.savez_compressed(OUT / f"{fixture.name}.npz", frames=frames)
+        fps = expected[fixture.name]["avg_frame_rate"]
+        print(f"{fixture.name:22} {path.stat().st_size:7d} B  {frames.shape}  average rate {fps}")
+    version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    (OUT / "expected.json").write_text(json.dumps({"ffmpeg": version, "files": expected}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
