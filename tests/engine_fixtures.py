@@ -38,13 +38,14 @@ def tiny_overrides(data: Path, out: Path, **extra: object) -> list[str]:
     return [f"{k}={v}" for k, v in items.items()]
 
 
-def untrained_checkpoint(path: Path, classes: tuple[str, ...] = CLASSES) -> Path:
-    """A training checkpoint of a freshly initialised tiny model (8 frames of 16 px), without training."""
+def untrained_checkpoint(path: Path, classes: tuple[str, ...] = CLASSES, **state: object) -> Path:
+    """A training checkpoint of a freshly initialised tiny model (8 frames of 16 px), without training;
+    `state` adds entries (e.g. `config`, the training config as a dict)."""
     from vivit.engine.checkpoint import save_checkpoint
     from vivit.model import create_model
 
     model = create_model("vivit-ti-16x2-st", num_classes=len(classes), num_frames=8, image_size=16, width=32,
                          depth=1, num_heads=2, mlp_dim=64, tubelet=(2, 8, 8))
     save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config.to_dict(),
-                           "classes": list(classes)})
+                           "classes": list(classes), **state})
     return path
