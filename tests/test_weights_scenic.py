@@ -1,3 +1,5 @@
+import warnings
+
 import msgpack
 import numpy as np
 import pytest
@@ -45,45 +47,58 @@ def encoder(rng, tokens, depth, block=joint_block):
     return tree
 
 
-def official_tree(kind: str) -> dict:
-    """A parameter tree with the official names and shapes (REFERENCE.md) for each model kind."""
+def official_tree(kind: str, size: tuple[int, int] = (SIZE, SIZE), pre_logits: int | None = None) -> dict:
+    """A parameter tree with the official names and shapes (REFERENCE.md) for each model kind, for an input
+    of `size` (H, W), with a `pre_logits` Dense of that width (official `representation_size`) if given."""
     rng = np.random.default_rng(0)
+    ns = (size[0] // P) * (size[1] // P)  # patches per frame
     tree = {"embedding": {"kernel": arr(rng, T, P, P, 3, D), "bias": arr(rng, D)},
-            "output_projection": dense(rng, D, K)}
+            "output_projection": dense(rng, pre_logits or D, K)}
+    if pre_logits:
+        tree["pre_logits"] = dense(rng, D, pre_logits)
     if kind == "st":
-        tree.update(cls=arr(rng, 1, 1, D), Transformer=encoder(rng, 1 + NT * NS, 2))
+        tree.update(cls=arr(rng, 1, 1, D), Transformer=encoder(rng, 1 + NT * ns, 2))
     elif kind == "st-uniform":
         tree["embedding"]["kernel"] = arr(rng, P, P, 3, D)
-        tree.update(cls=arr(rng, 1, 1, D), Transformer=encoder(rng, 1 + FRAMES * NS, 2))
+        tree.update(cls=arr(rng, 1, 1, D), Transformer=encoder(rng, 1 + FRAMES * ns, 2))
     elif kind == "fdp":
-        tree.update(Transformer=encoder(rng, NT * NS, 2))
+        tree.update(Transformer=encoder(rng, NT * ns, 2))
     elif kind == "fsa":
-        tree.update(Transformer=encoder(rng, NT * NS, 2, fsa_block))
+        tree.update(Transformer=encoder(rng, NT * ns, 2, fsa_block))
     elif kind == "fe":  # temporal depth differs from spatial depth: both are read from the tree
         tree.update(cls_SpatialTransformer=arr(rng, 1, 1, D), cls_TemporalTransformer=arr(rng, 1, 1, D),
-                    SpatialTransformer=encoder(rng, 1 + NS, 2), TemporalTransformer=encoder(rng, 1 + NT, 3))
+                    SpatialTransformer=encoder(rng, 1 + ns, 2), TemporalTransformer=encoder(rng, 1 + NT, 3))
     return tree
 
 
 KINDS = ["st", "st-uniform", "fdp", "fsa", "fe"]
+NO_CLS = ("fdp", "fsa")  # trees without a cls parameter: the classifier is an argument
+
+
+def load_args(kind: str) -> dict:
+    return dict(source_frames=FRAMES, variant="fdp" if kind == "fdp" else None,
+                classifier="gap" if kind in NO_CLS else None)
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_round_trips_are_identity(kind):
-    tree = official_tree(kind)
-    model = scenic.from_scenic(tree, source_frames=FRAMES, variant="fdp" if kind == "fdp" else None)
+@pytest.mark.parametrize("pre_logits", [None, 6])
+def test_round_trips_are_identity(kind, pre_logits):
+    tree = official_tree(kind, pre_logits=pre_logits)
+    model = scenic.from_scenic(tree, **load_args(kind))
+    assert model.config.representation_size == pre_logits
     flat, back = scenic.flatten(tree), scenic.flatten(scenic.to_scenic(model))
-    assert sorted(flat) == sorted(back)
+    assert sorted(flat) == sorted(back) and ("pre_logits/kernel" in back) == bool(pre_logits)
     for k in flat:
         np.testing.assert_array_equal(flat[k], back[k], err_msg=k)
-    again = scenic.from_scenic(scenic.to_scenic(model), source_frames=FRAMES, variant=model.config.variant)
+    again = scenic.from_scenic(scenic.to_scenic(model), **{**load_args(kind), "variant": model.config.variant})
     for k, v in model.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_inferred_config(kind):
-    cfg = scenic.config_from_scenic(official_tree(kind), num_frames=FRAMES, variant="fdp" if kind == "fdp" else None)
+    args = load_args(kind)
+    cfg = scenic.config_from_scenic(official_tree(kind), FRAMES, args["variant"], classifier=args["classifier"])
     assert (cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim, cfg.num_classes) == (D, 2, H, MLP, K)
     assert cfg.num_frames == FRAMES and cfg.image_size == (SIZE, SIZE)
     assert cfg.variant == {"st-uniform": "st"}.get(kind, kind)
@@ -122,7 +137,7 @@ def test_each_kind_of_layer_lands_where_the_mapping_says():
 
 def test_fsa_and_fe_layers_land_where_expected():
     fsa = official_tree("fsa")
-    sd = scenic.from_scenic(fsa, source_frames=FRAMES).state_dict()
+    sd = scenic.from_scenic(fsa, source_frames=FRAMES, classifier="gap").state_dict()
     blk = fsa["Transformer"]["encoderblock_0"]
     out_time = blk["MultiHeadDotProductAttention_time"]["out"]["kernel"]  # (H, hd, d)
     assert sd["encoder.blocks.0.attn_time.proj.weight"][3, 9] == out_time[1, 1, 3]
@@ -191,3 +206,61 @@ def test_errors_name_the_problem(tmp_path):
     (tmp_path / "bad").write_bytes(b"\xc1not msgpack")
     with pytest.raises(VivitError, match="msgpack"):
         scenic.restore_checkpoint(tmp_path / "bad")
+
+
+def test_pre_logits_then_head_equal_a_hand_computation():
+    """Official ViViT.__call__: pooled feature -> tanh(pre_logits Dense) -> output_projection Dense."""
+    tree = official_tree("st", pre_logits=6)
+    model = scenic.from_scenic(tree, source_frames=FRAMES)
+    video = torch.randn(2, 3, FRAMES, SIZE, SIZE)
+    with torch.no_grad():
+        feature = model.forward_features(video).double().numpy()  # the cls token after the encoder norm
+        logits, hidden = model(video), model.forward_head(model.forward_features(video), pre_logits=True)
+    pre, head = tree["pre_logits"], tree["output_projection"]
+    expected_hidden = np.tanh(feature @ pre["kernel"] + pre["bias"])
+    np.testing.assert_allclose(hidden.numpy(), expected_hidden, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(logits.numpy(), expected_hidden @ head["kernel"] + head["bias"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["st", "fsa", "fe"])
+def test_non_square_token_grid_loads_and_runs(kind):
+    tree = official_tree(kind, size=(32, 16))  # 8 x 4 patches per frame
+    args = {**load_args(kind), "source_size": (32, 16)}
+    model = scenic.from_scenic(tree, **args)
+    assert model.config.image_size == (32, 16) and model.config.grid == (NT, 8, 4)
+    out = model(torch.randn(1, 3, FRAMES, 32, 16))
+    assert out.shape == (1, K) and torch.isfinite(out).all()
+    flat, back = scenic.flatten(tree), scenic.flatten(scenic.to_scenic(model))
+    assert all(np.array_equal(flat[k], back[k]) for k in flat)
+    with pytest.raises(ConfigError, match=r"source_size=\(H, W\)"):  # 32 tokens: not square, the frames are right
+        scenic.from_scenic(tree, **{**args, "source_size": None})
+    with pytest.raises(ConfigError, match="source_size=16"):
+        scenic.from_scenic(tree, **{**args, "source_size": 16})
+
+
+def test_classifier_is_an_argument_and_assumed_with_a_warning():
+    tree = official_tree("fdp")
+    with pytest.warns(UserWarning, match="assuming classifier='gap'"):
+        model, report = scenic.load_scenic(tree, FRAMES, "fdp")
+    assert model.config.classifier == "gap" and any("gap" in note for note in report.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said, or a cls token in the tree: nothing is assumed
+        gmp = scenic.from_scenic(tree, FRAMES, "fdp", classifier="gmp")
+        scenic.from_scenic(official_tree("st"), FRAMES)
+    assert gmp.config.classifier == "gmp"
+    video = torch.randn(1, 3, FRAMES, SIZE, SIZE)
+    assert not torch.allclose(gmp(video), model(video))  # a gap load of a gmp checkpoint is wrong
+    with pytest.raises(ConfigError, match="has no cls token"):
+        scenic.from_scenic(official_tree("fsa"), FRAMES, classifier="token")
+    with pytest.raises(ConfigError, match="has a cls token"):
+        scenic.from_scenic(official_tree("fe"), FRAMES, classifier="gap")
+    for kind in ("st", "fe"):  # "0": no cls parameter, token 0 is the first patch (first frame for FE's temporal)
+        tree = official_tree(kind)
+        del tree["cls" if kind == "st" else "cls_SpatialTransformer"]
+        tree.pop("cls_TemporalTransformer", None)
+        for name in ("Transformer", "SpatialTransformer", "TemporalTransformer"):
+            if name in tree:
+                pos = tree[name]["posembed_input"]["pos_embedding"]
+                tree[name]["posembed_input"]["pos_embedding"] = pos[:, 1:]
+        cfg = scenic.from_scenic(tree, FRAMES, classifier="0").config
+        assert cfg.classifier == "0" and cfg.num_frames == FRAMES and cfg.image_size == (SIZE, SIZE)

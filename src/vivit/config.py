@@ -15,7 +15,10 @@ VARIANTS = {
     "fdp": "factorised dot-product attention (Model 4)",
 }
 TOKENIZERS = ("tubelet", "uniform_frame")
-CLASSIFIERS = ("token", "gap")
+# Pooling before the head (official ViViT.__call__): cls token, token 0 without a cls (the first patch),
+# mean / max / sum over all tokens.
+CLASSIFIERS = ("token", "0", "gap", "gmp", "gsp")
+TOKEN_FREE_CLASSIFIERS = ("gap", "gmp", "gsp")  # what Models 3 and 4 allow
 TEMPORAL_POOLS = ("transformer", "avg")
 FSA_ORDERS = ("space_time", "time_space")
 GELU_APPROXIMATIONS = ("tanh", "none")
@@ -41,7 +44,8 @@ class ViViTConfig:
     temporal_heads: int | None = None        # "fe": None = num_heads
     temporal_mlp_dim: int | None = None      # "fe": None = mlp_dim
     temporal_pool: str = "transformer"       # "fe": "transformer" or "avg" (average-pool baseline)
-    classifier: str = "token"                # "token" (cls token) or "gap" (mean over tokens)
+    classifier: str = "token"                # one of CLASSIFIERS; "fe" pools each frame and then time with it
+    representation_size: int | None = None   # pre-logits Dense + tanh before the head (official); None = none
     fsa_order: str = "space_time"            # "fsa": paper order; the official code defaults to time_space
     fsa_zero_init_temporal: bool = False     # "fsa": zero the temporal attention output (paper: identity at start)
     dropout: float = 0.0                     # after pos-embed, attention output and MLP
@@ -68,7 +72,7 @@ class ViViTConfig:
             raise ConfigError(f"image_size must be (H, W) and tubelet (t, h, w); got {self.image_size}, {self.tubelet}")
         for name in ("num_frames", "in_channels", "width", "depth", "num_heads", "mlp_dim", "temporal_depth"):
             _positive(name, getattr(self, name), allow_zero=name == "temporal_depth")
-        for name in ("temporal_width", "temporal_heads", "temporal_mlp_dim"):
+        for name in ("temporal_width", "temporal_heads", "temporal_mlp_dim", "representation_size"):
             if getattr(self, name) is not None:
                 _positive(name, getattr(self, name))
         if self.num_classes < 0:
@@ -92,8 +96,9 @@ class ViViTConfig:
                 raise ConfigError("temporal_depth=0 with variant 'fe' means no temporal encoder: set temporal_pool='avg'")
             if self.temporal_dim % self.temporal_num_heads:
                 raise ConfigError(f"temporal_width {self.temporal_dim} must be divisible by temporal_heads {self.temporal_num_heads}")
-        if self.variant in ("fsa", "fdp") and self.classifier != "gap":
-            raise ConfigError(f"variant '{self.variant}' groups tokens by space and time and has no cls token: classifier must be 'gap'")
+        if self.variant in ("fsa", "fdp") and self.classifier not in TOKEN_FREE_CLASSIFIERS:
+            raise ConfigError(f"variant '{self.variant}' groups tokens by space and time: classifier={self.classifier!r} "
+                              f"is not allowed; choose one of {list(TOKEN_FREE_CLASSIFIERS)}")
         if self.variant == "fdp" and self.num_heads < 2:
             raise ConfigError("variant 'fdp' splits heads between time and space: num_heads must be >= 2")
 

@@ -1,4 +1,4 @@
-"""The ViViT model: tokeniser -> variant encoder(s) -> pooled feature -> linear head (Sec. 3)."""
+"""The ViViT model: tokeniser -> variant encoder(s) -> pooled feature -> [pre-logits] -> linear head (Sec. 3)."""
 
 from __future__ import annotations
 
@@ -50,22 +50,26 @@ class ViViT(nn.Module):
             attention = {"st": "joint", "fsa": "fsa", "fdp": "fdp"}[cfg.variant]
             self.encoder = Encoder(cfg, cfg.grid, cfg.width, cfg.depth, cfg.num_heads, cfg.mlp_dim, attention, cls_token)
         self.num_features = feature_dim
+        # official `pre_logits`: Dense(representation_size) + tanh between the pooled feature and the head
+        self.pre_logits = Linear(feature_dim, cfg.representation_size) if cfg.representation_size else None
+        self.head_hidden_size = cfg.representation_size or feature_dim
         self.head_drop = nn.Dropout(cfg.head_dropout)
-        self.head = Linear(feature_dim, cfg.num_classes) if cfg.num_classes else nn.Identity()
+        self.head = Linear(self.head_hidden_size, cfg.num_classes) if cfg.num_classes else nn.Identity()
         self.init_weights()
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """ViT initialisation: xavier-uniform dense kernels, zero biases, LeCun-normal tokeniser,
-        pos-embed N(0, 0.02), zero cls token and zero-initialised output head (as the official code)."""
+        """ViT initialisation: xavier-uniform dense kernels, zero biases, LeCun-normal tokeniser and
+        pre-logits, pos-embed N(0, 0.02), zero cls token and zero-initialised output head (as the official code)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-        w = self.tokenizer.proj.weight
-        nn.init.trunc_normal_(w, std=(1.0 / w[0].numel()) ** 0.5)
-        nn.init.zeros_(self.tokenizer.proj.bias)
+        for lecun in (self.tokenizer.proj, self.pre_logits):
+            if lecun is not None:
+                nn.init.trunc_normal_(lecun.weight, std=(1.0 / lecun.weight[0].numel()) ** 0.5)
+                nn.init.zeros_(lecun.bias)
         if isinstance(self.head, nn.Linear):
             nn.init.zeros_(self.head.weight)
             nn.init.zeros_(self.head.bias)
@@ -94,8 +98,12 @@ class ViViT(nn.Module):
         return grid
 
     def pool(self, z: torch.Tensor) -> torch.Tensor:
-        """The classifier's representation: the cls token ("token") or the mean over tokens ("gap")."""
-        return z[:, 0] if self.config.classifier == "token" else z.mean(dim=1)
+        """(B, N, D) encoder output -> (B, D), as the official classifiers: token 0 ("token": the cls token;
+        "0": the first patch token, no cls), or the mean / max / sum over all tokens ("gap" / "gmp" / "gsp")."""
+        classifier = self.config.classifier
+        if classifier in ("token", "0"):
+            return z[:, 0]
+        return {"gap": z.mean, "gmp": z.amax, "gsp": z.sum}[classifier](dim=1)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> pooled feature (B, num_features)."""
@@ -110,8 +118,12 @@ class ViViT(nn.Module):
             return frame_tokens.mean(dim=1)
         return self.pool(self.temporal(self.temporal_proj(frame_tokens), grid[:1]))
 
-    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(features))
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled feature -> logits; `pre_logits=True` stops before the head (the official `return_prelogits`)."""
+        if self.pre_logits is not None:
+            features = torch.tanh(self.pre_logits(features))
+        features = self.head_drop(features)
+        return features if pre_logits else self.head(features)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(video))

@@ -125,6 +125,9 @@ def hf_config(config: ViViTConfig) -> dict[str, Any]:
                           f"got {config.variant!r}, {config.tokenizer!r}, {config.classifier!r}")
     if config.image_size[0] != config.image_size[1]:
         raise ConfigError(f"HF ViViT needs a square image_size, got {config.image_size}")
+    if config.representation_size is not None:
+        raise ConfigError("HF VivitForVideoClassification has no pre-logits layer (its classifier reads the cls token): "
+                          f"representation_size must be None, got {config.representation_size}")
     return dict(
         hidden_size=config.width, num_hidden_layers=config.depth, num_attention_heads=config.num_heads,
         intermediate_size=config.mlp_dim, num_frames=config.num_frames, image_size=config.image_size[0],

@@ -3,9 +3,11 @@
 The parameter tree (REFERENCE.md): `embedding/{kernel,bias}`, `cls` (Model 1) or `cls_SpatialTransformer`
 / `cls_TemporalTransformer` (FE), `Transformer/` or `SpatialTransformer/` + `TemporalTransformer/` with
 `posembed_input/pos_embedding`, `encoder_norm` and `encoderblock_i/...`, and `output_projection`.
-Depths, widths, heads and the classifier are read from the tree. What the tree cannot tell is given
-as arguments: the frame count of a Model 1/3/4 checkpoint (official: 32), Model 4 vs Model 1 (same
-parameters) and the Model 3 attention order (official default `time_space`).
+Depths, widths, heads, `representation_size` (`pre_logits`) and a `token` classifier (a cls parameter)
+are read from the tree. What the tree cannot tell is given as arguments: the frame count of a Model 1/3/4
+checkpoint (official: 32), Model 4 vs Model 1 (same parameters), the Model 3 attention order (official
+default `time_space`), the classifier of a tree without cls (`0`, `gap`, `gmp` or `gsp`: official
+default `gap`, assumed with a warning) and the input size of a non-square token grid.
 Checkpoints are msgpack files; `restore_checkpoint` reads them with the `msgpack` package alone
 (the `scenic` extra), decoding Flax's array encoding, so neither flax nor jax is needed.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -199,8 +202,6 @@ class TrackedTree(dict):
 def convert_params(params: Tree) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Scenic parameter tree -> (our state dict, Scenic keys used). Unknown keys raise, naming them."""
     flat = TrackedTree(flatten(params))
-    if "pre_logits/kernel" in flat:
-        raise VivitError("Scenic checkpoint has a pre_logits layer (representation_size); ViViT here has no pre-logits")
     family = "fe" if "SpatialTransformer/posembed_input/pos_embedding" in flat else "other"
     out = embedding_to_ours(flat)
     for ours, (scenic, cls) in ENCODERS[family].items():
@@ -208,18 +209,54 @@ def convert_params(params: Tree) -> tuple[dict[str, torch.Tensor], list[str]]:
             out.update(encoder_to_ours(flat, scenic, ours))
             if cls in flat:
                 out[f"{ours}.cls_token"] = tensor(flat[cls])
-    if "output_projection/kernel" in flat:
-        out.update({f"head.{k}": v for k, v in layer_to_ours(flat, "output_projection", "dense").items()})
+    for ours, theirs in (("pre_logits", "pre_logits"), ("head", "output_projection")):
+        if f"{theirs}/kernel" in flat:
+            out.update({f"{ours}.{k}": v for k, v in layer_to_ours(flat, theirs, "dense").items()})
     unknown = sorted(set(flat) - flat.read)
     if unknown:
         raise VivitError(f"Scenic tree has parameters with no ViViT counterpart: {unknown[:8]}")
     return out, sorted(flat.read)
 
 
+def scenic_classifier(has_cls: bool, classifier: str | None) -> str:
+    """The official classifier of a tree: a cls parameter exists for "token" only; "0", "gap", "gmp" and
+    "gsp" leave no trace, so a tree without cls takes `classifier` (None: assume the official default "gap")."""
+    if has_cls:
+        if classifier not in (None, "token"):
+            raise ConfigError(f"classifier={classifier!r}, but the Scenic tree has a cls token: its classifier is 'token'")
+        return "token"
+    if classifier == "token":
+        raise ConfigError("classifier='token', but the Scenic tree has no cls token: pass one of '0', 'gap', 'gmp', 'gsp'")
+    if classifier is None:
+        warnings.warn("Scenic tree without cls token: assuming classifier='gap' (the official default); the tree cannot "
+                      "tell it from '0', 'gmp' or 'gsp': pass classifier= as the checkpoint's config says", stacklevel=3)
+        return "gap"
+    return classifier  # ViViTConfig checks the value
+
+
+def _image_size(spatial: int, patch: tuple[int, int], source_size: int | tuple[int, int] | None,
+                where: str) -> tuple[int, int]:
+    """Input (H, W) whose patch grid has `spatial` tokens per frame: `source_size` checked, or a square grid."""
+    if source_size is None:
+        side = math.isqrt(spatial)
+        if side * side != spatial:
+            raise ConfigError(f"Scenic positional embedding has {spatial} tokens per frame{where}, not a square grid: "
+                              "pass the checkpoint's input size source_size=(H, W)")
+        return side * patch[0], side * patch[1]
+    size = (source_size, source_size) if isinstance(source_size, int) else tuple(source_size)
+    if len(size) != 2 or (size[0] // patch[0]) * (size[1] // patch[1]) != spatial:
+        raise ConfigError(f"source_size={source_size} does not fit the Scenic positional embedding: it has {spatial} "
+                          f"tokens per frame{where}, patches {patch[0]}x{patch[1]}")
+    return size
+
+
 def config_from_scenic(params: Tree, num_frames: int = 32, variant: str | None = None,
-                       fsa_order: str = "time_space") -> ViViTConfig:
+                       fsa_order: str = "time_space", classifier: str | None = None,
+                       source_size: int | tuple[int, int] | None = None) -> ViViTConfig:
     """Infer our config from a Scenic parameter tree. `num_frames` is needed for Models 1/3/4 (tokens
-    = frames/t x h x w) and the FE average-pool baseline; `variant="fdp"` tells Model 4 from Model 1."""
+    = frames/t x h x w) and the FE average-pool baseline; `variant="fdp"` tells Model 4 from Model 1;
+    `classifier` is needed for a tree without cls ("0", "gap", "gmp", "gsp"; None assumes "gap" with a
+    warning); `source_size` (H, W) for a non-square token grid."""
     flat = flatten(params)
     if "embedding/kernel" not in flat:
         raise VivitError(f"not a Scenic ViViT tree: no embedding/kernel (top-level keys: {sorted(params)[:8]})")
@@ -230,13 +267,14 @@ def config_from_scenic(params: Tree, num_frames: int = 32, variant: str | None =
     main = "SpatialTransformer" if fe else "Transformer"
     attn = "MultiHeadDotProductAttention_space" if _block_layout(flat, main) is FSA_BLOCK else "MultiHeadDotProductAttention_0"
     mlp = "MlpBlock" if attn.endswith("space") else "MlpBlock_0"
-    classifier = "token" if ("cls_SpatialTransformer" if fe else "cls") in flat else "gap"
+    classifier = scenic_classifier(("cls_SpatialTransformer" if fe else "cls") in flat, classifier)
     kw: dict[str, Any] = dict(
         tokenizer="tubelet" if kernel.ndim == 5 else "uniform_frame", tubelet=tubelet, width=width,
         in_channels=kernel.shape[-2], depth=_depth(flat, main),
         num_heads=flat[f"{main}/encoderblock_0/{attn}/query/kernel"].shape[1],
         mlp_dim=flat[f"{main}/encoderblock_0/{mlp}/Dense_0/kernel"].shape[1],
         num_classes=flat["output_projection/kernel"].shape[1] if "output_projection/kernel" in flat else 0,
+        representation_size=flat["pre_logits/kernel"].shape[1] if "pre_logits/kernel" in flat else None,
         classifier=classifier, layer_norm_eps=1e-6, gelu_approximation="tanh",
     )
     prefix = int(classifier == "token")
@@ -249,17 +287,17 @@ def config_from_scenic(params: Tree, num_frames: int = 32, variant: str | None =
                       temporal_heads=flat[f"{t}/MultiHeadDotProductAttention_0/query/kernel"].shape[1],
                       temporal_mlp_dim=flat[f"{t}/MlpBlock_0/Dense_0/kernel"].shape[1],
                       num_frames=(flat["TemporalTransformer/posembed_input/pos_embedding"].shape[1] - prefix) * tubelet[0])
-        spatial = pos
+        spatial, where = pos, ""
     else:
         kw.update(variant=variant or ("fsa" if attn.endswith("space") else "st"), num_frames=num_frames)
         if kw["variant"] == "fsa":
             kw["fsa_order"] = fsa_order
-        spatial = pos // max(num_frames // tubelet[0], 1)
-    side = math.isqrt(spatial)
-    if side == 0 or side * side != spatial or (not fe and spatial * (num_frames // tubelet[0]) != pos):
-        raise ConfigError(f"Scenic positional embedding has {pos} tokens: not a square grid x {num_frames}/{tubelet[0]} "
-                          "frames; pass the checkpoint's frame count (source_frames)")
-    kw["image_size"] = (side * tubelet[1], side * tubelet[2])
+        n_t = num_frames // tubelet[0]
+        if n_t == 0 or pos % n_t:
+            raise ConfigError(f"Scenic positional embedding has {pos} tokens: not a whole number of frames for "
+                              f"{num_frames} frames / tubelet {tubelet[0]}; pass the checkpoint's frame count (source_frames)")
+        spatial, where = pos // n_t, f" ({pos} over {n_t} token frames from source_frames={num_frames})"
+    kw["image_size"] = _image_size(spatial, tubelet[1:], source_size, where)
     return ViViTConfig(**kw)
 
 
@@ -283,8 +321,9 @@ def to_scenic_flat(sd: Mapping[str, torch.Tensor], config: ViViTConfig) -> dict[
                 flat.update(layer_to_scenic(sd, f"{ours}.blocks.{i}.{name}", f"{scenic}/encoderblock_{i}/{sub}", kind, heads))
         if f"{ours}.cls_token" in sd:
             flat[cls] = n(f"{ours}.cls_token")
-    if "head.weight" in sd:
-        flat.update(layer_to_scenic(sd, "head", "output_projection", "dense", 0))
+    for ours, theirs in (("pre_logits", "pre_logits"), ("head", "output_projection")):
+        if f"{ours}.weight" in sd:
+            flat.update(layer_to_scenic(sd, ours, theirs, "dense", 0))
     return flat
 
 
@@ -296,21 +335,28 @@ def to_scenic(model: ViViT) -> Tree:
 
 
 def load_scenic(src: str | Path | Tree, source_frames: int = 32, variant: str | None = None,
-                fsa_order: str = "time_space", **overrides: Any) -> tuple[ViViT, LoadReport]:
+                fsa_order: str = "time_space", *, classifier: str | None = None,
+                source_size: int | tuple[int, int] | None = None, **overrides: Any) -> tuple[ViViT, LoadReport]:
     """`from_scenic` plus the load report."""
     tree = restore_checkpoint(src) if isinstance(src, (str, Path)) else src
     params = params_of(tree)
     source = str(src) if isinstance(src, (str, Path)) else "Scenic parameter tree"
-    config = config_from_scenic(params, source_frames, variant, fsa_order)
+    config = config_from_scenic(params, source_frames, variant, fsa_order, classifier, source_size)
     ours, used = convert_params(params)
     model, report = build(config, ours, source, **overrides)
     report.used = used
+    if classifier is None and config.classifier != "token":
+        report.notes.append("classifier 'gap' assumed (the tree cannot tell it from '0', 'gmp', 'gsp')")
     return model, report
 
 
 def from_scenic(src: str | Path | Tree, source_frames: int = 32, variant: str | None = None,
-                fsa_order: str = "time_space", **overrides: Any) -> ViViT:
+                fsa_order: str = "time_space", *, classifier: str | None = None,
+                source_size: int | tuple[int, int] | None = None, **overrides: Any) -> ViViT:
     """A ViViT from an official Scenic checkpoint (msgpack path, train state or parameter tree) trained
-    on `source_frames` frames (official: 32; an FE tree tells its own). Overrides (e.g. `num_frames=16`,
-    `dynamic_size=True`) adapt the model; positional embeddings are resampled."""
-    return load_scenic(src, source_frames, variant, fsa_order, **overrides)[0]
+    on `source_frames` frames (official: 32; an FE tree tells its own) with `classifier` (needed for a
+    tree without cls: "0", "gap", "gmp", "gsp"; None assumes "gap" and warns) at input `source_size`
+    (H, W) (needed for a non-square token grid). Overrides (e.g. `num_frames=16`, `dynamic_size=True`)
+    adapt the model; positional embeddings are resampled."""
+    return load_scenic(src, source_frames, variant, fsa_order, classifier=classifier, source_size=source_size,
+                       **overrides)[0]
