@@ -1,10 +1,7 @@
 """Initialise any ViViT variant from a 2D image ViT (Sec. 3.4, "Initialisation by leveraging pretrained models").
 
-Sources, recognised by their keys and first brought to the timm layout (`patch_embed.proj`, `cls_token`,
-`pos_embed`, `blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`, `norm`):
-- big_vision / original Google ViT `.npz` ('/'-joined Flax names, as in Scenic);
-- timm state dicts (safetensors);
-- HF `ViTModel` / `ViTForImageClassification` state dicts (5.x or 4.x names) or the modules themselves.
+Sources (original Google ViT / AugReg `.npz`, big_vision, Scenic ViT `.npz` or msgpack train state, Linen,
+timm, HF `ViTModel`) are recognised and brought to the timm layout by `image_layouts.read_image_vit`.
 Then: the tokeniser gets the 2D kernel by `central_frame` (Eq. 9), `inflate` (Eq. 8) or `random`;
 positional embeddings are resized (bicubic by default, `bilinear` as the official code) when the patch
 grid differs and tiled over time; Models 1 and 4 take the image blocks as they are; the FE spatial
@@ -17,92 +14,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import nn
 
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError, VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
-from vivit.weights import hf, scenic
-from vivit.weights.store import LoadReport, block_depth, load_state_dict, read_state_dict, sibling_config
+from vivit.weights.image_layouts import ImageViT, read_image_vit
+from vivit.weights.store import LoadReport, block_depth, load_state_dict
 
 FSA_TEMPORAL_INITS = ("copy", "zero")
 POS_INTERPOLATIONS = ("bicubic", "bilinear")
-# Image-classifier parts (and HF's masked-image token) that a video model leaves unused.
-IGNORABLE = ("head", "fc_norm", "pre_logits", "pooler", "classifier", "embeddings.mask_token")
 # Image block sub-module -> Model 3 block sub-modules that receive it.
 FSA_FROM_IMAGE = {"norm1": ("norm_space", "norm_time"), "attn.qkv": ("attn_space.qkv", "attn_time.qkv"),
                   "attn.proj": ("attn_space.proj", "attn_time.proj"), "norm2": ("norm_mlp",),
                   "mlp.fc1": ("mlp.fc1",), "mlp.fc2": ("mlp.fc2",)}
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}  # ViT Ti/S/B/L/H
-
-
-class ImageViT(NamedTuple):
-    """An image ViT in timm layout, with the source keys it came from and those left unused."""
-
-    state: dict[str, torch.Tensor]
-    used: list[str]
-    unused: list[str]
-    source: str
-    num_heads: int | None
-
-
-def _from_big_vision(sd: Mapping[str, Any]) -> tuple[dict[str, torch.Tensor], set[str], int]:
-    arrays = {k.removeprefix("params/"): v.numpy() if isinstance(v, torch.Tensor) else v for k, v in sd.items()}
-    flat = scenic.TrackedTree(arrays)
-    enc = scenic.encoder_to_ours(flat, "Transformer", "x")
-    out = {k.removeprefix("x."): v for k, v in enc.items()}
-    kernel = scenic.tensor(flat["embedding/kernel"])  # (h, w, C, D)
-    out["patch_embed.proj.weight"] = kernel.permute(3, 2, 0, 1)
-    out["patch_embed.proj.bias"] = scenic.tensor(flat["embedding/bias"])
-    if "cls" in flat:
-        out["cls_token"] = scenic.tensor(flat["cls"])
-    heads = flat["Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel"].shape[1]
-    return out, {f"params/{k}" if f"params/{k}" in sd else k for k in flat.read}, heads
-
-
-def _from_timm(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
-    keep = {k: v for k, v in sd.items()
-            if k.startswith(("patch_embed.proj.", "blocks.", "norm.")) or k in ("cls_token", "pos_embed")}
-    return keep, set(keep)
-
-
-def read_image_vit(source: Any) -> ImageViT:
-    """Any supported image ViT (module, state dict, .npz/.safetensors/.bin file or folder) -> timm layout."""
-    heads = None
-    if isinstance(source, ImageViT):
-        return source
-    if isinstance(source, nn.Module):
-        heads = getattr(getattr(source, "config", None), "num_attention_heads", None)
-        name, sd = type(source).__name__, source.state_dict()
-    elif isinstance(source, Mapping):
-        name, sd = "image ViT state dict", dict(source)
-    else:
-        name, sd = str(source), read_state_dict(source)
-        heads = (sibling_config(source) or {}).get("num_attention_heads")
-    keys = list(sd)
-    if any("Transformer/encoderblock_0/" in k for k in keys):
-        state, used, heads = _from_big_vision(sd)
-        name += " (big_vision layout)"
-    elif "blocks.0.attn.qkv.weight" in keys:
-        state, used = _from_timm(sd)
-        name += " (timm layout)"
-    elif any(k.removeprefix("vit.").startswith(("layers.0.", "encoder.layer.0.")) for k in keys):
-        prefix = "vit." if any(k.startswith("vit.") for k in keys) else ""
-        state, used_hf = hf.hf_to_timm({k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)})
-        used = {prefix + k for k in used_hf}
-        name += " (HF ViT layout)"
-    else:
-        raise VivitError(f"{name}: not a recognised image ViT (big_vision .npz, timm or HF ViTModel); keys start {keys[:5]}")
-    unused = sorted(set(keys) - used)
-    foreign = [k for k in unused if not k.removeprefix("vit.").startswith(IGNORABLE)]
-    if foreign:
-        raise VivitError(f"{name}: tensors with no ViViT counterpart: {foreign[:8]} (a ViT variant with extra layers?)")
-    return ImageViT(state, sorted(used), unused, name, heads)
 
 
 def _depth(state: Mapping[str, torch.Tensor]) -> int:
@@ -120,6 +50,7 @@ def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int =
         mlp_dim=s["blocks.0.mlp.fc1.weight"].shape[0], classifier="gap" if variant in ("fsa", "fdp") else "token",
     )
     kw.update(overrides)
+    image.check_heads(kw["num_heads"])
     if kw["num_heads"] == 0:
         raise ConfigError(f"cannot tell the head count of a width-{width} image ViT: pass num_heads")
     return ViViTConfig(**kw)
@@ -158,6 +89,7 @@ def init_from_image_vit(
             raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
     image = read_image_vit(source)
     s, cfg = image.state, model.config
+    image.check_heads(cfg.num_heads)
     if _depth(s) != cfg.depth:
         raise VivitError(f"{image.source}: image ViT has {_depth(s)} blocks, the model's (spatial) depth is {cfg.depth}")
     kernel, own = s["patch_embed.proj.weight"], model.tokenizer.proj.weight
