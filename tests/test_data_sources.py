@@ -61,6 +61,17 @@ def test_every_command_lists_the_same_videos(messy):
     assert videos == [] and failed[0]["file"] == str(root / "eel") and "no video files" in failed[0]["reason"]
 
 
+def test_videos_outside_class_folders_are_reported(tmp_path, caplog):
+    touch(tmp_path / "cat" / "a.mp4")
+    touch(tmp_path / "stray.mp4")
+    with caplog.at_level(logging.WARNING, logger="vivit.data"):
+        samples, _ = find_samples(tmp_path)
+    assert [p.name for p, _ in samples] == ["a.mp4"]
+    assert any("directly in" in r.getMessage() and "stray.mp4" in r.getMessage() for r in caplog.records)
+    with pytest.raises(DataError, match="holds videos but no class folders"):
+        find_samples(tmp_path / "cat")
+
+
 def test_split_or_no_split(tmp_path):
     flat = tmp_path / "flat"
     touch(flat / "cat" / "a.mp4")

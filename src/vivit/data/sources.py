@@ -61,7 +61,7 @@ def from_folder(root: Path, split: str | None, classes: list[str] | None) -> tup
     """`root/<class>/**/*.mp4`, or `root/<split>/<class>/**/*.mp4` when split folders exist (classes sorted).
 
     Videos in sub-folders of a class folder belong to that class; an empty class folder is warned about
-    (it stays a class, so labels agree between splits)."""
+    (it stays a class, so labels agree between splits), so are videos beside the class folders (no class)."""
     splits = [s for s in SPLIT_FOLDERS if (root / s).is_dir()]
     if splits:
         if split is None:
@@ -72,7 +72,15 @@ def from_folder(root: Path, split: str | None, classes: list[str] | None) -> tup
     elif split is not None:
         raise DataError(f"{root} has no split folders ({', '.join(SPLIT_FOLDERS)}), got split={split!r}; "
                         f"{NO_SPLIT_HINT}")
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p.name))
+    entries = [p for p in sorted(root.iterdir()) if not is_hidden(p.name)]
+    folders = [p for p in entries if p.is_dir()]
+    loose = [p for p in entries if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS]
+    if loose and not folders:
+        raise DataError(f"{root} holds videos but no class folders: put each class's videos in {root}/<class>/ "
+                        f"(vivit predict takes a folder of videos)")
+    if loose:
+        log.warning("%d video file(s) directly in %s are in no class folder and are not used, e.g. %s",
+                    len(loose), root, loose[0].name)
     index = _class_index(classes, [p.name for p in folders], root)
     samples: Samples = []
     for folder in folders:
