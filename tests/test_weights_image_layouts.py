@@ -63,7 +63,8 @@ def flax_vit(names: tuple[str, str, str, str]) -> dict[str, np.ndarray]:
     tree = {"embedding/kernel": a("embeddings.patch_embeddings.projection.weight").transpose(2, 3, 1, 0),
             "embedding/bias": a("embeddings.patch_embeddings.projection.bias"), "cls": a("embeddings.cls_token"),
             "Transformer/posembed_input/pos_embedding": a("embeddings.position_embeddings"),
-            "Transformer/encoder_norm/scale": a("layernorm.weight"), "Transformer/encoder_norm/bias": a("layernorm.bias")}
+            "Transformer/encoder_norm/scale": a("layernorm.weight"),
+            "Transformer/encoder_norm/bias": a("layernorm.bias")}
     for i in range(DEPTH):
         b, h = f"Transformer/encoderblock_{i}/", f"layers.{i}."
         for flax, hf in ((ln1, "layernorm_before"), (ln2, "layernorm_after")):
@@ -119,6 +120,13 @@ def big_vision(pool: str = "tok", scan: bool = False) -> dict[str, np.ndarray]:
             tree[f"Transformer/encoderblock/{rest}"] = np.stack(layers)
     tree.update(dense("head", WIDTH, CLASSES))
     return {f"params/{k}": v for k, v in tree.items()}
+
+
+def big_vision_2021() -> dict[str, np.ndarray]:
+    """big_vision before 2022: `Transformer/pos_embedding` over [cls] + patches (cls concatenated first)."""
+    tree = flax_vit(LINEN)
+    tree["Transformer/pos_embedding"] = tree.pop("Transformer/posembed_input/pos_embedding")
+    return {f"params/{k}": v for k, v in {**tree, **dense("head", WIDTH, CLASSES)}.items()}
 
 
 def scenic_vit() -> dict[str, np.ndarray]:
@@ -203,10 +211,13 @@ def sources(tmp_path):
     linen = {**flax_vit(LINEN), **dense("head", WIDTH, CLASSES)}
     out["linen"] = (npz(tmp_path / "linen.npz", linen), "linen", head_keys(linen))
     linen_params = {f"params/{k}": v for k, v in linen.items()}
-    out["linen params/"] = (npz(tmp_path / "linen_params.npz", linen_params), "linen", head_keys(linen_params, "params/"))
+    out["linen params/"] = (npz(tmp_path / "linen_params.npz", linen_params), "linen",
+                            head_keys(linen_params, "params/"))
     for name, scan in (("big_vision", False), ("big_vision scan", True)):
         tree = big_vision("tok", scan)
         out[name] = (npz(tmp_path / f"{len(out)}.npz", tree), "big_vision", head_keys(tree, "params/"))
+    out["big_vision 2021"] = (npz(tmp_path / "bv2021.npz", big_vision_2021()), "big_vision-2021",
+                              ["params/head/bias", "params/head/kernel"])
     out["scenic npz"] = (npz(tmp_path / "scenic.npz", scenic_vit()), "scenic", head_keys(scenic_vit()))
     for kind in ("optimizer", "params"):
         state = scenic_train_state(kind)
@@ -226,7 +237,7 @@ def sources(tmp_path):
 
 
 LAYOUT_CASES = ["vit-npz", "vit-npz opt/target/", "vit-npz params/", "linen", "linen params/", "big_vision",
-                "big_vision scan", "scenic npz", "scenic msgpack optimizer", "scenic msgpack params",
+                "big_vision scan", "big_vision 2021", "scenic npz", "scenic msgpack optimizer", "scenic msgpack params",
                 "timm safetensors", "hf save_pretrained", "hf-v5 folder", "hf-v5 module", "hf-v4 classifier"]
 
 
@@ -343,5 +354,6 @@ def test_cli_convert_original_npz(tmp_path, capsys):
     got = model.forward_features(x.unsqueeze(2).repeat(1, 1, 2, 1, 1))
     assert torch.allclose(got, expected, atol=1e-5, rtol=0)
     (tmp_path / "checkpoint_3").write_bytes(flax_msgpack(scenic_train_state("optimizer")))
-    assert main(["convert", "--from", "image-vit", str(tmp_path / "checkpoint_3"), str(tmp_path / "m"), "--frames", "2"]) == 0
+    assert main(["convert", "--from", "image-vit", str(tmp_path / "checkpoint_3"), str(tmp_path / "m"),
+                 "--frames", "2"]) == 0
     assert "scenic layout" in capsys.readouterr().out

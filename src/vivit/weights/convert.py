@@ -20,7 +20,8 @@ SOURCES = ("hf", "scenic", "image-vit")
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint kind")
-    parser.add_argument("src", help="HF folder/file, Scenic msgpack checkpoint, or image ViT (.npz/.safetensors/.bin/folder)")
+    parser.add_argument("src", help="HF folder/file, Scenic msgpack checkpoint, or image ViT (.npz/.safetensors/.bin, "
+                                    "HF folder or Flax msgpack train state; layouts: README)")
     parser.add_argument("dst", help="output folder (config.json + model.safetensors [+ labels.txt])")
     parser.add_argument("--variant", choices=sorted(VARIANTS),
                         help="image-vit: the video variant to build (default st); scenic: 'fdp' for Model 4 checkpoints")

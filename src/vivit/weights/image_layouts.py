@@ -60,13 +60,13 @@ FLAX_LAYOUTS = {
                           PRE_LINEN_BLOCK, POSEMBED_INPUT, ("head", "pre_logits")),
     "big_vision": FlaxLayout("big_vision ViT (params/, top-level pos_embedding, MAPHead_0)", ("pos_embedding",),
                              LINEN_BLOCK, "pos_embedding", ("head", "pre_logits", "MAPHead_0")),
-    "big_vision-2021": FlaxLayout("big_vision ViT before 2022 (Transformer/pos_embedding)", ("Transformer/pos_embedding",),
-                                  LINEN_BLOCK, "Transformer/pos_embedding", ("head", "pre_logits", "MAPHead_0")),
+    "big_vision-2021": FlaxLayout("big_vision ViT before 2022 (Transformer/pos_embedding)",
+                                  ("Transformer/pos_embedding",), LINEN_BLOCK, "Transformer/pos_embedding", ("head", "pre_logits", "MAPHead_0")),
     "scenic": FlaxLayout("Scenic ViT (output_projection head; .npz or Flax msgpack train state)",
                          (POSEMBED_INPUT, "output_projection/kernel"), LINEN_BLOCK, POSEMBED_INPUT,
                          ("output_projection", "pre_logits", "MAPHead_0")),
-    "linen": FlaxLayout("Linen ViT (MultiHeadDotProductAttention_0 under Transformer/posembed_input)", (POSEMBED_INPUT,),
-                        LINEN_BLOCK, POSEMBED_INPUT, ("head", "pre_logits", "MAPHead_0")),
+    "linen": FlaxLayout("Linen ViT (MultiHeadDotProductAttention_0 under Transformer/posembed_input)",
+                        (POSEMBED_INPUT,), LINEN_BLOCK, POSEMBED_INPUT, ("head", "pre_logits", "MAPHead_0")),
 }
 TORCH_LAYOUTS = {"timm": "timm state dict / safetensors (blocks.i.attn.qkv)",
                  "hf-v5": "HF ViTModel, transformers 5.x names (layers.i.attention.q_proj)",
@@ -230,5 +230,6 @@ def read_image_vit(source: Any) -> ImageViT:
         raise VivitError(f"{source_name}: no tensor for {missing[:4]} (timm names){' ...' if len(missing) > 4 else ''}")
     unused = sorted(set(keys) - read.used)
     if foreign := [k for k in unused if k not in read.ignorable]:
-        raise VivitError(f"{source_name}: tensors with no ViViT counterpart: {foreign[:8]} (a ViT variant with extra layers?)")
+        raise VivitError(f"{source_name}: tensors with no ViViT counterpart: {foreign[:8]} "
+                         "(a ViT variant with extra layers?)")
     return ImageViT(read.state, sorted(read.used), unused, source_name, read.num_heads, read.layout)
