@@ -11,10 +11,10 @@ from engine_fixtures import tiny_overrides, untrained_checkpoint
 from vivit.cli import main
 from vivit.data.check import dataset_files
 from vivit.data.encode import write_video
-from vivit.data.sources import find_samples, split_arg
+from vivit.data.sources import find_samples, parse_split
 from vivit.engine.config import load_config
 from vivit.engine.predict import expand_videos
-from vivit.errors import ConfigError, DataError, VivitError
+from vivit.errors import DataError, VivitError
 
 # Spelled out here, not imported: the containers a dataset folder may hold besides mp4/webm/avi/mkv.
 MORE_EXTENSIONS = (".ts", ".mts", ".m2ts", ".3gp", ".flv", ".wmv", ".ogv")
@@ -82,7 +82,7 @@ def test_split_or_no_split(tmp_path):
     touch(split / "train" / "cat" / "a.mp4")
     with pytest.raises(DataError, match=r"has split folders \['train'\]: choose one"):
         find_samples(split, None)
-    assert split_arg("none") is None and split_arg("None") is None and split_arg("val") == "val"
+    assert parse_split("none") is None and parse_split("None") is None and parse_split("val") == "val"
     csv = tmp_path / "k.csv"
     csv.write_text("label,youtube_id,time_start,time_end\ncat,abc,0,10\n")
     assert len(find_samples(csv, None)[0]) == 1
@@ -90,12 +90,16 @@ def test_split_or_no_split(tmp_path):
         find_samples(csv, "train")
 
 
-def test_no_split_in_a_config_is_null(tmp_path):
+def test_no_split_in_a_config_is_null_or_none(tmp_path):
     config = load_config(None, ["data.train_split=null", "data.val_split=null"])
     assert config.data.train_split is None and config.data.val_split is None
     for spelling in ("none", "None", "''"):
-        with pytest.raises(ConfigError, match="data.train_split=.*for no split write null"):
-            load_config(None, [f"data.train_split={spelling}"])
+        assert load_config(None, [f"data.train_split={spelling}"]).data.train_split is None
+    toml = tmp_path / "flat.toml"  # TOML has no null
+    toml.write_text('[data]\ntrain = "videos"\ntrain_split = "none"\nval_split = "none"\n')
+    config = load_config(toml)
+    assert config.data.train_split is None and config.data.val_split is None
+    assert load_config(None, ["data.train_split=train"]).data.train_split == "train"
 
 
 def test_a_file_that_is_not_a_dataset(tmp_path):
@@ -120,7 +124,7 @@ def flat_run(tmp_path_factory):
             write_video(root / "data" / name / f"{i}.mp4", video, fps=8, options={"crf": "0"})
     touch(root / "data" / "dark" / "._0.mp4")  # AppleDouble twin: would be a skipped broken video
     overrides = tiny_overrides(root / "data", root / "run", **{"schedule.epochs": 1, "run.batch_size": 4})
-    assert main(["train", *overrides, "data.train_split=null", "data.val_split=null", "--quiet"]) == 0
+    assert main(["train", *overrides, "data.train_split=none", "data.val_split=null", "--quiet"]) == 0
     return root / "data", root / "run"
 
 

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from vivit.data.datasets import failure_reason
 from vivit.data.decode import DECODE_ERRORS, count_decodable_frames, read_frames
-from vivit.data.sources import SPLIT_FOLDERS, find_samples, split_arg
+from vivit.data.sources import SPLIT_FOLDERS, find_samples, parse_split
 
 
 def check_video(path: str | Path, full: bool = True) -> str | None:
@@ -50,7 +50,7 @@ def check_dataset(source: str | Path, split: str | None = None, full: bool = Tru
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset: class-per-folder root, list file (.txt) or Kinetics CSV")
-    parser.add_argument("--split", type=split_arg,
+    parser.add_argument("--split", type=parse_split,
                         help="only this split (train/val/test folder or CSV split value; default: all)")
     parser.add_argument("--quick", action="store_true", help="open and decode the first frame only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

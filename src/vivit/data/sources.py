@@ -22,15 +22,15 @@ log = logging.getLogger("vivit.data")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".3gp", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts",
                     ".m2ts", ".flv", ".wmv", ".ogv", ".gif")
 SPLIT_FOLDERS = ("train", "val", "test")
-NO_SPLIT = "none"  # the command-line spelling of split=None (the source as a whole); null in a config
-NO_SPLIT_HINT = "for no split use --split none, or null in a config (data.train_split / data.val_split)"
+NO_SPLIT = "none"  # spells split=None (the source as a whole) on the command line and in TOML (no null there)
+NO_SPLIT_HINT = "for no split use --split none, or null/none in a config (data.train_split / data.val_split)"
 
 Samples = list[tuple[Path, int]]
 
 
-def split_arg(text: str) -> str | None:
-    """argparse type of `--split`: a split name, or `none` for the source as a whole (None)."""
-    return None if text.strip().lower() in (NO_SPLIT, "") else text
+def parse_split(value: str | None) -> str | None:
+    """A split name, or None for `none`, an empty name or None (the source as a whole); `--split`'s type too."""
+    return None if value is None or value.strip().lower() in (NO_SPLIT, "") else value
 
 
 def is_hidden(name: str) -> bool:

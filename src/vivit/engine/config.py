@@ -46,8 +46,8 @@ class DataSection:
 
     train: str = "data"                       # folder, list file (.txt) or Kinetics-style .csv
     val: str | None = None                    # None = the train source with val_split
-    train_split: str | None = "train"         # train/val/test sub-folder or CSV split; None = the source as a whole
-    val_split: str | None = "val"             # None = the whole `val` source, or no validation when val is None
+    train_split: str | None = "train"         # train/val/test sub-folder or CSV split; null or "none": no split
+    val_split: str | None = "val"             # null or "none": the whole `val` source, no validation without val
     num_frames: int = 32
     frame_stride: int = 2
     image_size: int = 224
@@ -55,6 +55,12 @@ class DataSection:
     val_clips: int = 1                        # views used by the per-epoch validation (eval uses --views)
     val_crops: int = 1
     augment: dict = field(default_factory=dict)  # AugmentConfig fields, e.g. {flip: 0.0}
+
+    def __post_init__(self) -> None:  # "none" is the spelling of null that TOML and the command line have
+        from vivit.data.sources import parse_split
+
+        for name in ("train_split", "val_split"):
+            object.__setattr__(self, name, parse_split(getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -215,10 +221,6 @@ def validate(c: TrainConfig) -> None:
         raise ConfigError(f"run.seed must be < 2**32, got {c.run.seed}")
     if c.schedule.epochs == 0 and c.schedule.max_steps is None:
         raise ConfigError("schedule.epochs is 0 and schedule.max_steps is null: nothing to train")
-    for name in ("data.train_split", "data.val_split"):
-        value = _get(c, name)
-        if value is not None and value.strip().lower() in ("", "none", "null"):
-            raise ConfigError(f"{name}={value!r}: for no split write null ({name}=null), not a string")
     if c.run.batch_size % c.run.grad_accum:
         raise ConfigError(f"run.batch_size {c.run.batch_size} must be divisible by run.grad_accum {c.run.grad_accum}")
     for key in ("num_frames", "image_size", "num_classes", "drop_path"):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from vivit.cli import positive_int
-from vivit.data.sources import split_arg
+from vivit.data.sources import parse_split
 from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
 from vivit.engine.build import autocast, resolve_device, resolve_precision
@@ -160,7 +160,7 @@ def format_report(r: dict[str, Any]) -> str:
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
     parser.add_argument("data", help="dataset folder, list file or Kinetics-style CSV")
-    parser.add_argument("--split", default="val", type=split_arg,
+    parser.add_argument("--split", default="val", type=parse_split,
                         help="train/val/test sub-folder or CSV split to evaluate (default: val); "
                              "none: the folder's class folders (no split folders)")
     parser.add_argument("--views", default="4x3", help="CLIPSxCROPS multi-view testing (default: 4x3, the paper's)")
