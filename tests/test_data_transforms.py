@@ -43,7 +43,7 @@ def test_flip_mirrors_width():
 def test_eval_three_crops_are_left_centre_right_or_top_middle_bottom():
     landscape = torch.arange(4 * 10).view(1, 4, 10, 1).expand(2, -1, -1, 3).to(torch.uint8)
     assert crop_boxes(4, 10, 4, 3) == [(0, 0), (0, 3), (0, 6)] and crop_boxes(10, 4, 4, 3) == [(0, 0), (3, 0), (6, 0)]
-    assert crop_boxes(4, 10, 4, 1) == [(0, 3)] and crop_boxes(4, 10, 4, 3, align=2) == [(0, 0), (0, 2), (0, 6)]
+    assert crop_boxes(4, 10, 4, 1) == [(0, 3)] and crop_boxes(5, 11, 5, 3) == [(0, 0), (0, 3), (0, 6)]
     views = eval_transform(landscape, 4, 3, normalization=((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
     assert views.shape == (3, 3, 2, 4, 4)
     assert torch.allclose(views[0, :, :, 0, 0], torch.full((3, 2), (0 / 255 - 0.5) / 0.25))

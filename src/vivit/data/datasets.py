@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
@@ -66,22 +67,28 @@ class VideoDataset(Dataset):
             return eval_uniform(n, self.num_frames, self.num_clips)
         return eval_clips(n, self.num_frames, self.frame_stride, self.num_clips)
 
+    def decode_size(self) -> int:
+        """Short side frames are decoded at when the source is larger: the largest the transform can use (the
+        resize target, times the largest scale-jitter zoom in training), so memory follows the output size."""
+        short_side = self.augment.resize_to(self.image_size)
+        return math.ceil(short_side * max(1.0, self.augment.scale_jitter[1])) if self.train else short_side
+
     def read(self, index: int) -> tuple[torch.Tensor, int, int]:
         """Decode and transform one sample; raises on a broken file (`__getitem__` skips it instead)."""
         path, label = self.samples[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
         short_side = self.augment.resize_to(self.image_size)
-        # native size: the crop is resized once, in uint8, which is cheaper than scaling every frame in swscale
         frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)),
-                                  threads=self.decode_threads)
+                                  size=self.decode_size(), upscale=False, threads=self.decode_threads)
         if self.train:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return train_transform(frames, self.image_size, self.augment, generator, short_side), label, index
-        clips = [replace(frames, data=frames.data[i:i + self.num_frames])
-                 for i in range(0, len(frames.data), self.num_frames)]
-        views = [eval_transform(c, self.image_size, self.num_crops, self.augment.normalization, short_side)
-                 for c in clips]
-        return torch.cat(views), label, index
+        views = torch.empty(self.num_clips * self.num_crops, 3, self.num_frames, self.image_size, self.image_size)
+        for k in range(self.num_clips):  # filled clip by clip: never the views twice in memory
+            clip = replace(frames, data=frames.data[k * self.num_frames:(k + 1) * self.num_frames])
+            views[k * self.num_crops:(k + 1) * self.num_crops] = eval_transform(
+                clip, self.image_size, self.num_crops, self.augment.normalization, short_side)
+        return views, label, index
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
         try:

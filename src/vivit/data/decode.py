@@ -17,6 +17,7 @@ from typing import Callable
 
 import av
 import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from vivit.errors import DataError
 
@@ -184,8 +185,10 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size:
 
 
 @dataclass(frozen=True)
-class Yuv420:
-    """4:2:0 frames as PyAV lays them out, (T, H * 3 / 2, W) uint8: the Y plane, then U, then V.
+class YuvFrames:
+    """8-bit planar YUV frames, (T, N) uint8: per frame the Y plane (H x W), then U and V (each
+    ceil(H / sy) x ceil(W / sx) for chroma subsampling `chroma` = (sy, sx): (2, 2) 4:2:0, (1, 2) 4:2:2,
+    (1, 1) 4:4:4), rows packed without padding, so odd sizes keep every pixel.
 
     Reading YUV skips the RGB conversion (most of the cost of decoding a clip); the conversion is folded into
     the transforms' colour matrix instead. `full_range`: JPEG range (0..255) rather than video range (16..235);
@@ -197,34 +200,71 @@ class Yuv420:
     width: int
     full_range: bool
     bt709: bool
+    chroma: tuple[int, int] = (2, 2)
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the Y (T, H, W), U and V (T, ceil(H / sy), ceil(W / sx)) planes."""
+        h, w = self.height, self.width
+        ch, cw = -(-h // self.chroma[0]), -(-w // self.chroma[1])
+        u = self.data[:, h * w:h * w + ch * cw].reshape(-1, ch, cw)
+        return self.data[:, :h * w].reshape(-1, h, w), u, self.data[:, h * w + ch * cw:].reshape(-1, ch, cw)
 
 
-_NATIVE_420 = ("yuv420p", "yuvj420p")
-_BT709, _JPEG_RANGE = 1, 2  # AVColorSpace / AVColorRange values
+# 8-bit planar YUV read as decoded -> chroma subsampling (sy, sx); other frames are converted by swscale
+_PLANAR_YUV = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (1, 2), "yuvj422p": (1, 2),
+               "yuv444p": (1, 1), "yuvj444p": (1, 1)}
+_BT709, _MPEG_RANGE, _JPEG_RANGE = 1, 1, 2  # AVColorSpace / AVColorRange values
+
+
+def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
+    """(the frame's format if its planes are used as decoded, else None; whether its values are full range).
+
+    Ranges as ffmpeg reads them: yuvj formats and `color_range=pc` are full range, gray is full range unless
+    tagged `tv`, RGB and palette frames are converted to full-range YUV. Planes are used as decoded where ffmpeg's
+    own YUV -> RGB conversion repeats each chroma sample over its pixels (4:2:0 and 4:2:2 of even height, as
+    swscale's unscaled converter) or needs no chroma upsampling (4:4:4); every other frame is converted by
+    swscale to 4:4:4 with bicubic chroma, as its scaled path (ffmpeg's default flags) does.
+    """
+    fmt = frame.format
+    if fmt.is_rgb or fmt.has_palette or fmt.is_bayer:
+        return None, True
+    if len([c for c in fmt.components if not c.is_alpha]) == 1:
+        return None, frame.color_range != _MPEG_RANGE
+    chroma = _PLANAR_YUV.get(fmt.name)
+    as_decoded = chroma == (1, 1) or (chroma is not None and frame.height % 2 == 0)
+    return fmt.name if as_decoded else None, fmt.name.startswith("yuvj") or frame.color_range == _JPEG_RANGE
+
+
+def _packed_planes(frame: av.VideoFrame) -> np.ndarray:
+    """The three planes of a planar YUV frame, rows without their line padding, one after the other."""
+    return np.concatenate([np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:plane.height, :plane.width]
+                           .reshape(-1) for plane in frame.planes[:3]])
 
 
 def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
-                  upscale: bool = True, threads: bool = False) -> tuple[Yuv420, VideoInfo]:
-    """As `read_clip`, but frames stay 4:2:0 YUV (converted by swscale only if the stream is not 8-bit 4:2:0)."""
-    encoding: dict = {}  # colour encoding of the returned planes, and their size
+                  upscale: bool = True, threads: bool = False) -> tuple[YuvFrames, VideoInfo]:
+    """As `read_clip`, but frames stay planar YUV with ffmpeg's colours (see `_encoding`): 8-bit 4:2:0, 4:2:2
+    or 4:4:4 as decoded, or converted by swscale to 4:4:4 (other formats, odd heights, and `size`: frames
+    scaled there, bilinear, antialiased when shrinking, as the transforms' resize)."""
+    encoding: list = []  # (height, width, full range, BT.709, chroma subsampling) of the returned planes
+    reformatter = VideoReformatter()
 
-    def convert_for(info: VideoInfo):
-        height, width = output_size(info.height, info.width, size, upscale)
-        height, width = height - height % 2, width - width % 2
+    def convert(frame: av.VideoFrame) -> np.ndarray:
+        height, width = output_size(frame.height, frame.width, size, upscale)
+        name, full = _encoding(frame)
+        if name is None or (frame.height, frame.width) != (height, width):
+            colour_range = ColorRange.JPEG if full else ColorRange.MPEG
+            same_size = (frame.height, frame.width) == (height, width)
+            name, frame = "yuv444p", reformatter.reformat(
+                frame, width, height, "yuv444p", Colorspace.ITU601 if frame.format.is_rgb else None,
+                Colorspace.ITU601 if frame.format.is_rgb else None,
+                Interpolation.BICUBIC if same_size else Interpolation.BILINEAR, colour_range, colour_range)
+        if not encoding:  # swscale rescales YUV without changing its matrix; RGB becomes BT.601
+            encoding.extend([height, width, full, frame.colorspace == _BT709, _PLANAR_YUV[name]])
+        return _packed_planes(frame)
 
-        def convert(frame: av.VideoFrame) -> np.ndarray:
-            native = frame.format.name in _NATIVE_420 and (frame.height, frame.width) == (height, width)
-            encoding.setdefault("full_range", native and (frame.format.name == "yuvj420p"
-                                                          or frame.color_range == _JPEG_RANGE))
-            encoding.setdefault("bt709", frame.colorspace == _BT709)  # swscale rescales YUV without changing matrix
-            return frame.to_ndarray() if native else frame.to_ndarray(format="yuv420p", width=width, height=height)
-
-        encoding["shape"] = (height, width)
-        return convert
-
-    frames, info = _open_clip(path, choose, convert_for, threads)
-    height, width = encoding["shape"]
-    return Yuv420(frames, height, width, encoding["full_range"], encoding["bt709"]), info
+    frames, info = _open_clip(path, choose, lambda info: convert, threads)
+    return YuvFrames(frames, *encoding), info
 
 
 def read_frames(path: str | Path, indices, size: Size = None, threads: bool = False) -> np.ndarray:

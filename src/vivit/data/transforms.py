@@ -1,8 +1,9 @@
 """Clip transforms on torch tensors: every frame of a clip gets the same crop, flip and colour change.
 
 Work happens on the smallest tensor possible and in few passes: the crop is cut from the uint8 frames (RGB,
-or YUV 4:2:0 planes straight from the decoder) and resized by one uint8 `F.interpolate` call per plane group
-(antialiased when shrinking). YUV-to-RGB conversion, colour jitter, grayscale and normalisation are all affine
+or planar YUV straight from the decoder, each chroma sample repeated over the pixels it covers as ffmpeg's own
+YUV-to-RGB conversion does) at exactly the pixels an RGB frame would give, and resized by one uint8
+`F.interpolate` call per plane group (antialiased when shrinking). YUV-to-RGB conversion, colour jitter, grayscale and normalisation are all affine
 colour maps, so they are composed into one 3x3 matrix and offset, applied once from uint8 to float and clamped
 once (torchvision clamps after each jitter step instead). The result is float (C, T, H, W).
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vivit.data.decode import Yuv420
+from vivit.data.decode import YuvFrames
 from vivit.errors import ConfigError
 
 # ITU-R BT.601 luma weights (grayscale, saturation, contrast)
@@ -75,7 +76,7 @@ def resize(clip: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return F.interpolate(clip, size=(height, width), mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def crop_boxes(height: int, width: int, size: int, num_crops: int, align: int = 1) -> list[tuple[int, int]]:
+def crop_boxes(height: int, width: int, size: int, num_crops: int) -> list[tuple[int, int]]:
     """(top, left) of 1 centre crop, or 3 along the long side: left/centre/right (landscape) or top/middle/bottom."""
     if num_crops not in (1, 3):
         raise ConfigError(f"num_crops must be 1 or 3, got {num_crops}")
@@ -83,12 +84,10 @@ def crop_boxes(height: int, width: int, size: int, num_crops: int, align: int = 
         raise ConfigError(f"frames of {height}x{width} are smaller than the crop size {size}")
     top, left, bottom, right = (height - size) // 2, (width - size) // 2, height - size, width - size
     if num_crops == 1:
-        boxes = [(top, left)]
-    elif width >= height:
-        boxes = [(top, x) for x in (0, left, right)]
-    else:
-        boxes = [(y, left) for y in (0, top, bottom)]
-    return [(t - t % align, x - x % align) for t, x in boxes]
+        return [(top, left)]
+    if width >= height:
+        return [(top, x) for x in (0, left, right)]
+    return [(y, left) for y in (0, top, bottom)]
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -145,29 +144,29 @@ def _yuv_to_rgb(full_range: bool, bt709: bool) -> tuple[torch.Tensor, torch.Tens
     return matrix, -matrix @ torch.tensor([black, 128.0, 128.0], dtype=torch.float64)
 
 
-Frames = torch.Tensor | Yuv420  # uint8 RGB (T, H, W, C), or 4:2:0 planes from `read_clip_yuv`
+Frames = torch.Tensor | YuvFrames  # uint8 RGB (T, H, W, C), or planar YUV from `read_clip_yuv`
 
 
 def _frame_size(frames: Frames) -> tuple[int, int]:
-    return (frames.height, frames.width) if isinstance(frames, Yuv420) else tuple(frames.shape[1:3])
+    return (frames.height, frames.width) if isinstance(frames, YuvFrames) else tuple(frames.shape[1:3])
 
 
 def _crop_resize(frames: Frames, top: int, left: int, side: int, size: int) -> list[torch.Tensor]:
-    """Three uint8 (T, size, size) planes (R, G, B, or Y, U, V with chroma upsampled) of the crop at (top, left)."""
-    if not isinstance(frames, Yuv420):
+    """Three uint8 (T, size, size) planes (R, G, B, or Y, U, V at full resolution) of the crop at (top, left)."""
+    if not isinstance(frames, YuvFrames):
         return list(resize(crop(frames.permute(0, 3, 1, 2), top, left, side, side), size, size).unbind(1))
-    data, (h, w) = torch.from_numpy(frames.data), _frame_size(frames)
-    luma = data[:, :h].unsqueeze(1)  # views into PyAV's layout: Y (h, w), then U and V (h/2, w/2) each
-    chroma = data.as_strided((len(data), 2, h // 2, w // 2), (data.stride(0), h * w // 4, w // 2, 1),
-                             data.storage_offset() + h * w)
-    luma = resize(crop(luma, top, left, side, side), size, size)
-    chroma = resize(crop(chroma, top // 2, left // 2, side // 2, side // 2), size, size)
+    luma, u, v = (torch.from_numpy(p) for p in frames.planes())
+    luma = resize(crop(luma.unsqueeze(1), top, left, side, side), size, size)
+    (sy, sx), bottom, right = frames.chroma, top + side - 1, left + side - 1
+    chroma = torch.stack([p[:, top // sy:bottom // sy + 1, left // sx:right // sx + 1] for p in (u, v)], 1)
+    chroma = chroma.repeat_interleave(sy, 2).repeat_interleave(sx, 3)  # each sample over its sy x sx pixels
+    chroma = resize(crop(chroma, top % sy, left % sx, side, side), size, size)
     return [luma[:, 0], chroma[:, 0], chroma[:, 1]]
 
 
 def _to_rgb(frames: Frames) -> tuple[torch.Tensor, torch.Tensor]:
     """(matrix, offset) from the planes' 0..255 values to RGB in [0, 1]."""
-    if isinstance(frames, Yuv420):
+    if isinstance(frames, YuvFrames):
         return _yuv_to_rgb(frames.full_range, frames.bt709)
     return torch.eye(3, dtype=torch.float64) / 255, torch.zeros(3, dtype=torch.float64)
 
@@ -202,7 +201,7 @@ def _finish(planes: list[torch.Tensor], frames: Frames, normalization: Normaliza
         matrix, offset = jitter_matrix @ matrix, jitter_matrix @ offset + jitter_offset
     if gray:
         matrix, offset = _toward_gray(0.0) @ matrix, _toward_gray(0.0) @ offset
-    clamp = jitter is not None or isinstance(frames, Yuv420)  # YUV can encode colours outside the RGB cube
+    clamp = jitter is not None or isinstance(frames, YuvFrames)  # YUV can encode colours outside the RGB cube
     return color_map(planes, matrix, offset, normalization, clamp)
 
 
@@ -219,12 +218,10 @@ def train_transform(frames: Frames, image_size: int, cfg: AugmentConfig, generat
     frame pixels, resized to S, equals zooming the short-side-resized frame by `scale` and cropping S pixels.
     """
     height, width = _frame_size(frames)
-    align = 2 if isinstance(frames, Yuv420) else 1  # chroma is subsampled 2x: crop on even pixels
     zoom = (short_side or min(height, width)) / min(height, width)
     side = min(round(image_size / (_uniform(generator, *cfg.scale_jitter) * zoom)), height, width)
-    side -= side % align
     top, left = (min(int(_uniform(generator, 0, n - side + 1)), n - side) for n in (height, width))
-    planes = _crop_resize(frames, top - top % align, left - left % align, side, image_size)
+    planes = _crop_resize(frames, top, left, side, image_size)
     if torch.rand((), generator=generator) < cfg.flip:
         planes = [p.flip(-1) for p in planes]
     jitter = cfg if torch.rand((), generator=generator) < cfg.color_jitter else None
@@ -236,9 +233,7 @@ def eval_transform(frames: Frames, image_size: int, num_crops: int,
                    normalization: Normalization = "minus_one_one", short_side: int | None = None) -> torch.Tensor:
     """uint8 frames -> float (num_crops, C, T, S, S): fixed crops of the frame resized to `short_side`."""
     height, width = _frame_size(frames)
-    align = 2 if isinstance(frames, Yuv420) else 1
     side = min(round(image_size * min(height, width) / (short_side or min(height, width))), height, width)
-    side -= side % align
-    boxes = crop_boxes(height, width, side, num_crops, align)
+    boxes = crop_boxes(height, width, side, num_crops)
     return torch.stack([_finish(_crop_resize(frames, top, left, side, image_size), frames, normalization)
                         for top, left in boxes])
