@@ -130,11 +130,8 @@ def _unprefixed(sd: Mapping[str, Any], prefix: str) -> tuple[dict[str, np.ndarra
 
 
 def _flax_to_timm(flat: scenic.TrackedTree, layout: FlaxLayout) -> dict[str, torch.Tensor]:
-    kernel = flat["embedding/kernel"]  # (h, w, C, D)
-    if kernel.ndim != 4:
-        raise VivitError(f"embedding/kernel has shape {kernel.shape}, not (h, w, C, D): a video checkpoint? "
-                         "read it with vivit.weights.scenic.from_scenic")
-    out = {"patch_embed.proj.weight": scenic.tensor(kernel).permute(3, 2, 0, 1),
+    kernel = scenic.tensor(flat["embedding/kernel"])  # (h, w, C, D); a video tubelet kernel has t in front
+    out = {"patch_embed.proj.weight": kernel.movedim((-1, -2), (0, 1)),
            "patch_embed.proj.bias": scenic.tensor(flat["embedding/bias"])}
     pos = scenic.tensor(flat[layout.pos])
     if "cls" in flat:
@@ -228,6 +225,10 @@ def read_image_vit(source: Any) -> ImageViT:
     source_name = f"{name} ({read.layout} layout)"
     if missing := _missing(read.state):
         raise VivitError(f"{source_name}: no tensor for {missing[:4]} (timm names){' ...' if len(missing) > 4 else ''}")
+    kernel = read.state["patch_embed.proj.weight"]
+    if kernel.ndim != 4:
+        raise VivitError(f"{source_name}: patch kernel of shape {tuple(kernel.shape)} is not an image ViT's "
+                         "(D, C, h, w): a video checkpoint? load it with from_scenic / from_hf")
     unused = sorted(set(keys) - read.used)
     if foreign := [k for k in unused if k not in read.ignorable]:
         raise VivitError(f"{source_name}: tensors with no ViViT counterpart: {foreign[:8]} "
