@@ -124,7 +124,8 @@ def flat_run(tmp_path_factory):
             write_video(root / "data" / name / f"{i}.mp4", video, fps=8, options={"crf": "0"})
     touch(root / "data" / "dark" / "._0.mp4")  # AppleDouble twin: would be a skipped broken video
     overrides = tiny_overrides(root / "data", root / "run", **{"schedule.epochs": 1, "run.batch_size": 4})
-    assert main(["train", *overrides, "data.train_split=none", "data.val_split=null", "--quiet"]) == 0
+    flat = ["data.train_split=none", f"data.val={root / 'data'}", "data.val_split=null"]  # validates on data.val
+    assert main(["train", *overrides, *flat, "--quiet"]) == 0
     return root / "data", root / "run"
 
 
@@ -144,6 +145,9 @@ def test_a_single_video_as_dataset_is_one_error_line(tmp_path, capsys, command):
 def test_flat_folder_trains_evaluates_and_checks(flat_run, capsys):
     data, run = flat_run
     capsys.readouterr()
+    epoch = [line for line in (run / "metrics.csv").read_text().splitlines() if line.startswith("epoch,")]
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert len(epoch) == 1 and epoch[0].split(",")[header.index("val_top1")] != ""  # validated on the flat folder
     assert main(["eval", str(run / "last.pt"), str(data), "--split", "none", "--views", "1x1", "--json", "--quiet",
                  "--workers", "0"]) == 0
     report = json.loads(capsys.readouterr().out)
