@@ -41,7 +41,6 @@ PRE_LINEN_BLOCK = {"norm1": ("LayerNorm_0", "ln"), "attn": ("MultiHeadDotProduct
 LINEN_BLOCK = scenic.JOINT_BLOCK  # LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0
 POSEMBED_INPUT = "Transformer/posembed_input/pos_embedding"
 SCAN_BLOCK = "Transformer/encoderblock/"  # big_vision `scan=True`: one block sub-tree, leading depth axis
-HEAD_TREES = ("head", "pre_logits", "output_projection", "MAPHead_0")
 
 
 class FlaxLayout(NamedTuple):
@@ -122,8 +121,8 @@ def _unprefixed(sd: Mapping[str, Any], prefix: str) -> tuple[dict[str, np.ndarra
         rel, array = key[len(prefix):], _numpy(value)
         if rel.startswith(SCAN_BLOCK):
             for i, layer in enumerate(array):
-                arrays[f"Transformer/encoderblock_{i}/{rel[len(SCAN_BLOCK):]}"] = layer
-                origin[f"Transformer/encoderblock_{i}/{rel[len(SCAN_BLOCK):]}"] = key
+                name = f"Transformer/encoderblock_{i}/{rel.removeprefix(SCAN_BLOCK)}"
+                arrays[name], origin[name] = layer, key
         else:
             arrays[rel], origin[rel] = array, key
     return arrays, origin
