@@ -10,20 +10,28 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vivit.data.datasets import failure_reason
-from vivit.data.decode import DECODE_ERRORS, count_decodable_frames, read_frames
+from vivit.data.decode import DECODE_ERRORS, count_frames, read_frames
 from vivit.data.sources import SPLIT_FOLDERS, find_samples, parse_split
 
 
 def check_video(path: str | Path, full: bool = True) -> str | None:
-    """None when the video is usable, else the reason; `full` decodes every frame, else only the first."""
+    """None when the video is usable, else the reason; `full` decodes every frame, else only the first.
+
+    A full check also compares the frames that decode with those the file promises (its header or packets):
+    a shortfall beyond 1 % (at least 2 frames, which edit lists and packed B-frames can account for) is a
+    truncated or corrupt file.
+    """
     try:
         if not full:
             read_frames(path, [0])
             return None
-        if count_decodable_frames(path) == 0:
-            return "no frame could be decoded"
+        decoded, promised = count_frames(path)
     except DECODE_ERRORS as e:
         return failure_reason(e)
+    if decoded == 0:
+        return "no frame could be decoded"
+    if decoded < promised - max(2, promised // 100):
+        return f"only {decoded} of {promised} frames decode (truncated or corrupt file)"
     return None
 
 

@@ -1,14 +1,26 @@
-"""Video decoding with PyAV: metadata without decoding, and clips of chosen frame indices.
+"""Video decoding with PyAV that shows what ffmpeg shows: metadata, and clips of chosen frame indices.
 
-Frame indices are positions on the video's time axis at its average frame rate: index i is the frame shown at
-time `start + i / fps`. For constant frame rate video that is the i-th frame; for variable frame rate video it is
-the frame on screen at that instant (a frame may repeat, one may be skipped). A clip is read by seeking to the
-keyframe at or before its first index and decoding forward until its last index, so a 32-frame clip never
-decodes the whole file. Indices past the end of the stream (a header that over-counts) repeat the last frame.
+What a caller can rely on (each point is tested against ffmpeg's own decode in tests/test_decode_ffmpeg.py):
+
+- **Time axis.** Index i is the frame on screen at time `t0 + i / fps`, where t0 is the first displayed frame's
+  timestamp and fps the stream's average rate (ffmpeg's `avg_frame_rate`). For constant frame rate video that
+  is the i-th frame `ffmpeg -i X -f rawvideo -` outputs; for variable frame rate video a frame may repeat or be
+  skipped. AVI stores decode order only, so there the decoder's output timestamp (ffmpeg's
+  `best_effort_timestamp`) orders frames, which keeps B-frame AVIs (XviD, H.264) in display order.
+- **Rotation.** A display matrix (phone videos) turns every frame upright, as ffmpeg's autorotate does, before
+  any colour conversion; `VideoInfo` reports the displayed size and the rotation.
+- **Frame count.** `VideoInfo.frames` counts the video stream's own packets whenever the header has no complete
+  per-stream count (Matroska/WebM, MPEG-TS, a truncated AVI), never the container duration (longer audio).
+  Requested indices past the real end repeat the last frame, with one warning per file.
+- **Seeks.** A clip is read by seeking to the keyframe before its first index and decoding forward to its last
+  index; a seek that lands after the wanted frame or decodes nothing (MPEG-TS) retries earlier, then decodes
+  from the start.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
@@ -16,26 +28,52 @@ from pathlib import Path
 from typing import Callable
 
 import av
+import av.error
+import av.filter
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from vivit.errors import DataError
 
-# what a broken or unreadable file raises: PyAV's errors are OSError / ValueError subclasses
-DECODE_ERRORS = (OSError, ValueError, RuntimeError, EOFError, DataError)
+log = logging.getLogger(__name__)
+
+# what bad media raises: PyAV's errors (InvalidDataError, EOFError, FileNotFoundError, ...), OS errors, ours;
+# not ValueError / RuntimeError in general, so that a bug in the pipeline is not reported as a bad file
+DECODE_ERRORS = (av.error.FFmpegError, OSError, DataError)
 
 Size = int | tuple[int, int] | None  # None: native size; int: short side; (height, width): exact size
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """Stream metadata: frame count (from the header or estimated from duration), fps, seconds, pixels."""
+    """Stream metadata: frames on the time axis, fps, seconds, displayed size and rotation."""
 
     frames: int
     fps: float
     duration: float
-    width: int
+    width: int  # as displayed (after `rotation`)
     height: int
+    rotation: int = 0  # clockwise degrees the coded picture is turned for display: 0, 90, 180 or 270
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """Maps a decoded frame's timestamp (time-base ticks) to the first index at which it is on screen."""
+
+    origin: int  # timestamp of the first displayed frame
+    ticks_per_frame: Fraction  # 1 / (fps * time_base)
+    use_dts: bool  # AVI: the decoder's output dts is the display position, the parsed pts are not
+
+    def timestamp(self, frame: av.VideoFrame) -> int | None:
+        return frame.dts if self.use_dts else (frame.pts if frame.pts is not None else frame.dts)
+
+    def first_index(self, timestamp: int) -> int:
+        """ceil of the frame's position, less half a tick: a timestamp rounded to the time base still lands on
+        the index it was rounded from."""
+        return math.ceil((timestamp - self.origin - Fraction(1, 2)) / self.ticks_per_frame)
+
+    def seek_target(self, index: int) -> int:
+        return self.origin + math.floor(index * self.ticks_per_frame)
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -44,48 +82,73 @@ def _video_stream(container: av.container.InputContainer) -> av.video.stream.Vid
     return container.streams.video[0]
 
 
-def _rate(stream: av.video.stream.VideoStream) -> Fraction:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    if not rate or rate <= 0:
-        raise DataError("unknown frame rate")
-    return Fraction(rate)
+def _rewind(container: av.container.InputContainer) -> None:
+    """Back to the first packet (a seek to the stream's start time can land later in MPEG-TS)."""
+    container.seek(min(0, container.start_time or 0))
 
 
-def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> VideoInfo:
-    rate = _rate(stream)
-    if stream.duration is not None and stream.time_base is not None:
-        duration = float(stream.duration * stream.time_base)
-    elif container.duration is not None:
-        duration = container.duration / av.time_base
-    else:
-        duration = 0.0
-    frames = stream.frames or round(duration * rate)
-    if frames <= 0:  # neither header count nor duration (some webm/mkv): count packets, still no decoding
-        frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
-        container.seek(0)
-        duration = duration or float(frames / rate)
-    if frames <= 0:
-        raise DataError("video stream has no frames")
+def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                   ) -> tuple[int, int | None]:
+    """(packets of the video stream, ticks they span or None): demuxing only, no decoding."""
+    count, first, end, last_step = 0, None, None, 0
+    for packet in container.demux(stream):
+        if packet.size <= 0:
+            continue
+        count += 1
+        if packet.pts is not None:
+            first = packet.pts if first is None else min(first, packet.pts)
+            end = packet.pts + (packet.duration or 0) if end is None else max(end, packet.pts + (packet.duration or 0))
+            last_step = packet.duration or 0
+    _rewind(container)
+    if first is None or count < 2 or end <= first:
+        return count, None
+    if not last_step:  # no packet durations (some VFR Matroska): the mean step stands for the last one
+        end += (end - first) / (count - 1)
+    return count, int(end - first)
+
+
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[VideoInfo, _Timeline]:
+    """Metadata from the headers, the video packets where the header has no complete count, and the first frame
+    (PyAV exposes the display matrix only on decoded frames)."""
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise DataError(f"video stream has no picture size ({width}x{height})")
-    return VideoInfo(frames=int(frames), fps=float(rate), duration=duration or float(frames / rate),
-                     width=width, height=height)
+    frames, span = stream.frames, None
+    if not frames or frames != len(stream.index_entries):  # no per-stream count, or an incomplete index
+        frames, span = _count_packets(container, stream)
+    if frames <= 0:
+        raise DataError("video stream has no frames")
+    rate = stream.average_rate or (Fraction(frames) / (span * stream.time_base) if span else None)
+    rate = rate or stream.guessed_rate or stream.base_rate
+    if not rate or rate <= 0 or stream.time_base is None:
+        raise DataError("unknown frame rate")
+    first = next(iter(container.decode(stream)), None)
+    if first is None:
+        raise DataError("no frame could be decoded")
+    _rewind(container)
+    rotation = round(-(first.rotation or 0) / 90) % 4 * 90  # PyAV: counter-clockwise degrees in [-180, 180]
+    if rotation in (90, 270):
+        width, height = height, width
+    use_dts = container.format.name == "avi"
+    origin = first.dts if use_dts else (first.pts if first.pts is not None else first.dts)
+    timeline = _Timeline(origin or 0, 1 / (Fraction(rate) * stream.time_base), use_dts)
+    rate = Fraction(rate)
+    return VideoInfo(frames=int(frames), fps=float(rate), duration=float(frames / rate), width=width,
+                     height=height, rotation=rotation), timeline
 
 
 def probe(path: str | Path) -> VideoInfo:
-    """Metadata of a video file from its container and stream headers (no frame is decoded)."""
-    path = Path(path)
-    with av.open(str(path)) as container:
-        return _info(container, _video_stream(container))
+    """Metadata of a video file: headers, video packets where needed, and its first frame for the rotation."""
+    with av.open(str(Path(path))) as container:
+        return _info(container, _video_stream(container))[0]
 
 
-def count_decodable_frames(path: str | Path) -> int:
-    """Open once, check the headers as `probe` does, decode every frame: the number of frames decoded."""
-    with av.open(str(path)) as container:
+def count_frames(path: str | Path) -> tuple[int, int]:
+    """(frames that decode, frames the file promises: the larger of the header's count and `probe`'s)."""
+    with av.open(str(Path(path))) as container:
         stream = _video_stream(container)
-        _info(container, stream)
-        return sum(1 for _ in container.decode(stream))
+        info, _ = _info(container, stream)
+        return sum(1 for _ in container.decode(stream)), max(info.frames, stream.frames)
 
 
 def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
@@ -96,6 +159,32 @@ def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tu
         scale = size / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
     return size
+
+
+_TURNS = {90: [("transpose", "clock")], 180: [("hflip", ""), ("vflip", "")], 270: [("transpose", "cclock")]}
+
+
+class _Upright:
+    """Turns frames by the display matrix's rotation with ffmpeg's own filters (as its autorotate does), so
+    that every converter, RGB or planar YUV, sees the picture as displayed."""
+
+    def __init__(self, rotation: int):
+        self.rotation, self.graph = rotation, None
+
+    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
+        if not self.rotation:
+            return frame
+        if self.graph is None:
+            self.graph = av.filter.Graph()
+            nodes = [self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
+                                           time_base=frame.time_base or Fraction(1, 1000))]
+            nodes += [self.graph.add(name, args) for name, args in _TURNS[self.rotation]]
+            nodes.append(self.graph.add("buffersink"))
+            for a, b in zip(nodes, nodes[1:]):
+                a.link_to(b)
+            self.graph.configure()
+        self.graph.push(frame)
+        return self.graph.pull()
 
 
 class _Lazy:
@@ -110,44 +199,54 @@ class _Lazy:
         return self.array
 
 
+_warned_past_end: set[str] = set()
+_RETRY_SECONDS = (1, 10)  # a seek that lands late or decodes nothing retries this much earlier, then the start
+
+
 def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, indices: np.ndarray,
-            convert: Callable[[av.VideoFrame], np.ndarray]) -> np.ndarray:
+            convert: Callable[[av.VideoFrame], np.ndarray], info: VideoInfo, timeline: _Timeline,
+            name: str) -> np.ndarray:
     """Seek to the keyframe before indices.min(), decode forward, convert only the frames that are asked for."""
     wanted = np.unique(indices)
-    rate, time_base = _rate(stream), stream.time_base
-    start_pts = stream.start_time or 0
     found: dict[int, np.ndarray] = {}
 
-    def run(seek_pts: int | None) -> bool:
-        """Decode from a seek point; False when the first decoded frame is past the first wanted index."""
-        if seek_pts is not None:
-            container.seek(seek_pts, stream=stream, backward=True, any_frame=False)
-        pending = deque(int(i) for i in wanted)
-        previous: _Lazy | None = None
+    def run(seek: int | None) -> bool:
+        """Decode from the keyframe before index `seek` (None: the start); False when the seek landed after it."""
+        if seek is None:
+            _rewind(container)
+        else:
+            container.seek(timeline.seek_target(seek), stream=stream, backward=True, any_frame=False)
+        found.clear()
+        pending, previous, shown = deque(int(i) for i in wanted), None, 0
         for count, frame in enumerate(container.decode(stream)):
-            if frame.pts is None and seek_pts is not None:
+            timestamp = timeline.timestamp(frame)
+            if timestamp is None and seek is not None:
                 return False  # no timestamps: only counting from the first frame gives indices
-            index = count if frame.pts is None else round((frame.pts - start_pts) * time_base * rate)
-            if previous is None and seek_pts is not None and index > pending[0]:
+            shown = count if timestamp is None else timeline.first_index(timestamp)  # first index on screen
+            if previous is None and seek is not None and shown > pending[0]:
                 return False
             current = _Lazy(frame, convert)
-            while pending and pending[0] < index:  # a variable-rate gap: the previous frame is still on screen
+            while pending and pending[0] < shown:  # the previous frame is on screen until this one starts
                 found[pending.popleft()] = (previous or current).get()
-            if pending and pending[0] == index:
-                found[pending.popleft()] = current.get()
             if not pending:
                 return True
             previous = current
         if previous is None:
+            if seek is not None:
+                return False
             raise DataError("no frame could be decoded")
-        while pending:  # the stream ended before the header's frame count: repeat the last frame
+        if pending[-1] >= info.frames or shown < info.frames - 2:
+            if name not in _warned_past_end:
+                _warned_past_end.add(name)
+                log.warning("%s: frames up to %d were asked for, the video ends after frame %d: repeating it",
+                            name, pending[-1], shown)
+        while pending:
             found[pending.popleft()] = previous.get()
         return True
 
-    first_pts = start_pts + int(Fraction(int(wanted[0])) / rate / time_base)
-    if not run(first_pts if wanted[0] > 0 else None):
-        found.clear()
-        container.seek(start_pts, stream=stream, backward=True, any_frame=False)
+    first = int(wanted[0])
+    seeks = [seek for seek in (first, *(first - round(t * info.fps) for t in _RETRY_SECONDS)) if seek > 0]
+    if not any(run(seek) for seek in seeks):
         run(None)
     return np.stack([found[int(i)] for i in indices])
 
@@ -157,17 +256,20 @@ Converter = Callable[[av.VideoFrame], np.ndarray]
 
 def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
                convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
-    """Open once, read the metadata, choose indices, decode them with the converter made for this video."""
+    """Open once, read the metadata, choose indices, decode them upright with the converter made for this video
+    (the converter sees frames of the displayed size `info.height` x `info.width`)."""
     path = Path(path)
     with av.open(str(path)) as container:
         stream = _video_stream(container)
         if threads:  # frame + slice threads: faster alone, no gain when DataLoader workers already fill the cores
             stream.thread_type = "AUTO"
-        info = _info(container, stream)
+        info, timeline = _info(container, stream)
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
             raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
-        return _decode(container, stream, indices, convert_for(info)), info
+        upright, convert = _Upright(info.rotation), convert_for(info)
+        return _decode(container, stream, indices, lambda frame: convert(upright(frame)), info, timeline,
+                       str(path)), info
 
 
 def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
@@ -175,13 +277,15 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size:
     """Open a video once, pick indices from its metadata with `choose`, return uint8 RGB (T, H, W, C) and info.
 
     upscale=False keeps the native size when an int `size` is larger than the short side (cheaper: the
-    transforms resize once anyway).
+    transforms resize once anyway). RGB comes from swscale with ffmpeg's default (bicubic) filter, which gives
+    `ffmpeg -pix_fmt rgb24`'s values also where it interpolates chroma (odd sizes).
     """
     def convert_for(info: VideoInfo):
         height, width = output_size(info.height, info.width, size, upscale)
-        return lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height)
+        return lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
 
     return _open_clip(path, choose, convert_for, threads)
+
 
 
 @dataclass(frozen=True)
