@@ -11,6 +11,7 @@ from vivit.errors import VivitError
 
 # sub-command -> (module, one-line help); a module is imported when the parser is built.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "models": ("vivit.zoo.cli", "pretrained models by name (the registry) and which are in the cache"),
     "convert": ("vivit.weights.convert", "convert HF, Scenic or image-ViT weights into a vivit model folder"),
     "profile": ("vivit.profile", "parameters, FLOPs/MACs, latency and memory of a model; --table for the paper's Table 2"),
     "synth": ("vivit.data.synthetic", "write a synthetic motion video dataset (H.264, train/val splits)"),

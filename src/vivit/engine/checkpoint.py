@@ -75,6 +75,11 @@ def load_model(path: str | Path) -> LoadedModel:
     path = Path(path)
     if path.is_dir():
         return _load_pretrained_folder(path)
+    if not path.exists():
+        from vivit.zoo.pretrained import is_registered, load_registered
+
+        if is_registered(str(path)):  # a pretrained model's name (`vivit models`)
+            return load_registered(str(path))
     state = load_checkpoint(path)
     model = ViViT(ViViTConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])

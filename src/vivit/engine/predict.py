@@ -11,7 +11,7 @@ from vivit.cli import positive_int
 from vivit.data.sources import VIDEO_EXTENSIONS, video_files
 from vivit.engine.build import AUTOCAST_DTYPES
 from vivit.engine.evaluate import parse_views, score_views
-from vivit.errors import DataError
+from vivit.errors import ConfigError, DataError
 
 
 def expand_videos(inputs: list[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -82,8 +82,11 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
+    parser.add_argument("checkpoint", nargs="?", help="training checkpoint (.pt), pretrained folder or model name "
+                                                      "(`vivit models`); a video when --model is given")
     parser.add_argument("videos", nargs="+", help="video files or folders of videos (searched recursively)")
+    parser.add_argument("--model", help="model NAME (`vivit models`), CHECKPOINT (.pt) or FOLDER; every "
+                                        "positional argument is then a video")
     parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS views averaged per video (default 1x1)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
@@ -96,7 +99,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = predict(args.checkpoint, args.videos, top_k=args.top_k, views=args.views, batch_size=args.batch_size,
+    if args.model is None and args.checkpoint is None:
+        raise ConfigError("no model given: `vivit predict MODEL VIDEO...` or `vivit predict VIDEO... --model MODEL`")
+    checkpoint, videos = args.checkpoint, args.videos
+    if args.model is not None:
+        checkpoint, videos = args.model, [v for v in (args.checkpoint, *args.videos) if v is not None]
+    result = predict(checkpoint, videos, top_k=args.top_k, views=args.views, batch_size=args.batch_size,
                      num_workers=args.workers, device=args.device, precision=args.precision, quiet=args.quiet)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0 if result["results"] else 1
