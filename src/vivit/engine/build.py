@@ -97,7 +97,8 @@ def initialise(model: ViViT, model_cfg: ModelSection) -> None:
     if kind == "image_vit":
         from vivit.weights.image_vit import init_from_image_vit
 
-        init_from_image_vit(model, path, tubelet_init=model_cfg.tubelet_init)
+        init_from_image_vit(model, path, tubelet_init=model_cfg.tubelet_init, recipe=model_cfg.init_recipe,
+                            pos_size_change=model_cfg.pos_size_change)
         return
     if kind == "pretrained":
         import vivit

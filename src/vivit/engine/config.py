@@ -36,6 +36,8 @@ class ModelSection:
     init: str | None = None                   # image ViT weights, a pretrained folder or a training checkpoint
     init_kind: str = "auto"                   # one of INIT_KINDS; auto guesses from the path
     tubelet_init: str = "central_frame"       # 2D -> 3D kernel init when init_kind is image_vit (Eq. 8-9)
+    init_recipe: str = "default"              # image_vit: ours, or "scenic" (the official init_from_train_state)
+    pos_size_change: str = "resize_tile"      # image_vit, recipe scenic: official positional_embed_size_change
     grad_checkpointing: bool = False
     compile: bool = False                     # wrap the model in torch.compile
 
@@ -196,10 +198,13 @@ def save_config(config: TrainConfig, path: str | Path) -> None:
 def validate(c: TrainConfig) -> None:
     """Value checks that types alone cannot express; each names the field and the allowed values."""
     from vivit.model import list_models
+    from vivit.weights.image_vit import POS_SIZE_CHANGES, RECIPES
 
     _choice("model.name", c.model.name, list_models())
     _choice("model.init_kind", c.model.init_kind, INIT_KINDS)
     _choice("model.tubelet_init", c.model.tubelet_init, TUBELET_INITS)
+    _choice("model.init_recipe", c.model.init_recipe, RECIPES)
+    _choice("model.pos_size_change", c.model.pos_size_change, POS_SIZE_CHANGES)
     _choice("optim.name", c.optim.name, OPTIMIZERS)
     _choice("schedule.name", c.schedule.name, SCHEDULES)
     _choice("run.precision", c.run.precision, PRECISIONS)

@@ -1,7 +1,7 @@
 """Positional embeddings: tiling a 2D ViT embedding over time and resampling to another token grid.
 
 Embeddings are (1, prefix + prod(grid), D) with tokens ordered time-major and any cls entry first.
-Resampling runs in float32, with the prefix (cls) kept apart: space is resized per frame (bicubic by
+Resampling runs in float64, with the prefix (cls) kept apart: space is resized per frame (bicubic by
 default), time per spatial position (linear by default), so a 2D grid never mixes with time.
 The `_aligned` modes align the corner samples (torch `align_corners=True`), which is what the official
 code's `scipy.ndimage.zoom(order=1)` computes (Scenic `model_utils.interpolate_positional_embeddings`,
@@ -51,7 +51,7 @@ def resample(
     if grid.shape[1] != math.prod(src_grid):
         raise ValueError(f"positional embedding has {grid.shape[1]} tokens, grid {src_grid} needs {math.prod(src_grid)}")
     dtype = grid.dtype
-    x = grid.float()
+    x = grid.double()  # as scipy.ndimage.zoom: float64 arithmetic, cast back once
     if len(src_grid) == 1:
         x = _resize_time(rearrange(x, "1 t d -> 1 1 t d"), dst_grid[0], temporal_mode)
     else:

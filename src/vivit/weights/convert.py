@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from vivit.config import VARIANTS
+from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.profile import count_parameters
@@ -35,8 +36,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tubelet-init", default="central_frame", choices=TUBELET_INITS, help="image-vit: 2D-to-3D kernel init")
     parser.add_argument("--fsa-temporal-init", default="copy", choices=image_vit.FSA_TEMPORAL_INITS,
                         help="image-vit Model 3: copy the image attention (official) or zero (paper)")
-    parser.add_argument("--pos-interpolation", default="bicubic", choices=image_vit.POS_INTERPOLATIONS,
-                        help="image-vit: spatial resize of the positional embedding")
+    parser.add_argument("--pos-interpolation", choices=image_vit.POS_INTERPOLATIONS,
+                        help="spatial resize of positional embeddings (default bicubic; image-vit --recipe scenic: "
+                             "bilinear_aligned, the official scipy zoom(order=1))")
+    parser.add_argument("--pos-temporal", default="linear", choices=posembed.TEMPORAL_MODES,
+                        help="hf/scenic with --frames: resample positional embeddings in time (tile: the official "
+                             "Scenic repetition of the frame sequence; linear_aligned: its FE temporal interpolation)")
+    parser.add_argument("--recipe", default="default", choices=image_vit.RECIPES,
+                        help="image-vit: our 2D-to-3D initialisation or the official Scenic init_from_train_state")
+    parser.add_argument("--pos-size-change", default="resize_tile", choices=image_vit.POS_SIZE_CHANGES,
+                        help="image-vit --recipe scenic: the official positional_embed_size_change")
     parser.add_argument("--labels", type=Path, help="a text file of class names, one a line, saved with the model")
     parser.add_argument("--json", action="store_true", help="machine-readable output (the load report)")
 
@@ -46,18 +55,21 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
                                                        num_classes=args.classes).items() if v is not None}
     if args.dynamic_size:
         overrides["dynamic_size"] = True
+    resample = dict(pos_spatial=args.pos_interpolation or "bicubic", pos_temporal=args.pos_temporal)
     labels = None
     if args.source == "hf":
-        model, report = hf.load_hf(args.src, **overrides)
+        model, report = hf.load_hf(args.src, **resample, **overrides)
         config = sibling_config(args.src)
         labels = hf.labels_from_hf(config) if config is not None else None
     elif args.source == "scenic":
-        model, report = scenic.load_scenic(args.src, args.source_frames, args.variant, args.fsa_order, **overrides)
+        model, report = scenic.load_scenic(args.src, args.source_frames, args.variant, args.fsa_order,
+                                           **resample, **overrides)
     else:
         image = image_vit.read_image_vit(args.src)
         frames = overrides.pop("num_frames", 32)
         model = ViViT(image_vit.config_for_image_vit(image, args.variant or "st", frames, **overrides))
-        report = image_vit.init_from_image_vit(model, image, args.tubelet_init, args.fsa_temporal_init, args.pos_interpolation)
+        report = image_vit.init_from_image_vit(model, image, args.tubelet_init, args.fsa_temporal_init,
+                                               args.pos_interpolation, args.recipe, args.pos_size_change)
     if args.labels is not None:
         labels = read_labels(args.labels)
     elif labels is not None and len(labels) != model.config.num_classes:

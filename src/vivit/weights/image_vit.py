@@ -3,11 +3,18 @@
 Sources (original Google ViT / AugReg `.npz`, big_vision, Scenic ViT `.npz` or msgpack train state, Linen,
 timm, HF `ViTModel`) are recognised and brought to the timm layout by `image_layouts.read_image_vit`.
 Then: the tokeniser gets the 2D kernel by `central_frame` (Eq. 9), `inflate` (Eq. 8) or `random`;
-positional embeddings are resized (bicubic by default, `bilinear` as the official code) when the patch
-grid differs and tiled over time; Models 1 and 4 take the image blocks as they are; the FE spatial
-encoder takes them and its temporal encoder stays freshly initialised; Model 3 copies the image
-attention into both spatial and temporal attention (`fsa_temporal_init="copy"`, official default) or
-zero-initialises the temporal output projection (`"zero"`, the paper: identity at start).
+positional embeddings are resized per frame (bicubic by default) when the patch grid differs and tiled
+over time; Models 1 and 4 take the image blocks as they are; the FE spatial encoder takes them and its
+temporal encoder stays freshly initialised; Model 3 copies the image attention into both spatial and
+temporal attention (`fsa_temporal_init="copy"`, official default) or zero-initialises the temporal
+output projection (`"zero"`, the paper: identity at start).
+
+`recipe="scenic"` reproduces the official `initialise_from_train_state` (Scenic
+`projects/vivit/model_utils.py`, called by `ViViTClassificationModel.init_from_train_state`): the FE
+spatial cls token and Model 3's `LayerNorm_time` stay at their initialisation, positional embeddings
+follow `init_posemb` with `positional_embed_size_change` (`tile`, `resize`, `resize_tile`) and
+`scipy.ndimage.zoom(order=1)` resizing (= `bilinear_aligned`). Every model tensor left at its
+initialisation is listed in the report's `missing`.
 """
 
 from __future__ import annotations
@@ -27,11 +34,16 @@ from vivit.weights.image_layouts import ImageViT, read_image_vit
 from vivit.weights.store import LoadReport, block_depth, load_state_dict
 
 FSA_TEMPORAL_INITS = ("copy", "zero")
-POS_INTERPOLATIONS = ("bicubic", "bilinear")
+POS_INTERPOLATIONS = posembed.SPATIAL_MODES
+RECIPES = ("default", "scenic")
+# Official `init_from.positional_embed_size_change` (Scenic model_utils.init_posemb).
+POS_SIZE_CHANGES = ("resize_tile", "tile", "resize")
 # Image block sub-module -> Model 3 block sub-modules that receive it.
 FSA_FROM_IMAGE = {"norm1": ("norm_space", "norm_time"), "attn.qkv": ("attn_space.qkv", "attn_time.qkv"),
                   "attn.proj": ("attn_space.proj", "attn_time.proj"), "norm2": ("norm_mlp",),
                   "mlp.fc1": ("mlp.fc1",), "mlp.fc2": ("mlp.fc2",)}
+# Official init_encoderblock: LayerNorm_0 -> LayerNorm_space only; LayerNorm_time keeps its init.
+FSA_FROM_IMAGE_SCENIC = {**FSA_FROM_IMAGE, "norm1": ("norm_space",)}
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}  # ViT Ti/S/B/L/H
 
 
@@ -56,13 +68,18 @@ def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int =
     return ViViTConfig(**kw)
 
 
+def _square_side(n: int, what: str) -> int:
+    side = math.isqrt(n)
+    if side * side != n:
+        raise VivitError(f"{what} has {n} patch tokens: not a square grid")
+    return side
+
+
 def _pos_embed(image_pos: torch.Tensor, has_cls: bool, grid: tuple[int, ...], num_prefix: int, mode: str) -> torch.Tensor:
     """Image embedding (1, [cls] + h*w, D) -> the encoder's (1, prefix + prod(grid), D): resized in space,
-    tiled over time (Sec. 3.4); the cls entry is kept when the encoder has a cls token."""
+    tiled over time (Sec. 3.4); the cls entry is kept when the encoder has a cls token (zeros if the image has none)."""
     cls, patches = posembed.split_prefix(image_pos.float(), int(has_cls))
-    side = math.isqrt(patches.shape[1])
-    if side * side != patches.shape[1]:
-        raise VivitError(f"image positional embedding has {patches.shape[1]} patch tokens: not a square grid")
+    side = _square_side(patches.shape[1], "image positional embedding")
     spatial = grid[-2:]
     patches = posembed.resample(patches, (side, side), spatial, 0, spatial_mode=mode)
     if len(grid) == 3:
@@ -72,21 +89,78 @@ def _pos_embed(image_pos: torch.Tensor, has_cls: bool, grid: tuple[int, ...], nu
     return torch.cat([cls if has_cls else patches.new_zeros(1, 1, patches.shape[-1]), patches], dim=1)
 
 
+def _zoom_square(grid: torch.Tensor, n_tokens: int, mode: str) -> torch.Tensor:
+    """Official `interpolate_positional_embeddings`: a square grid (N, D) resized to side int(sqrt(n_tokens))."""
+    side, new = _square_side(len(grid), "image positional embedding"), math.isqrt(n_tokens)
+    return posembed.resample(grid[None], (side, side), (new, new), 0, spatial_mode=mode)[0]
+
+
+def _tile(grid: torch.Tensor, n_tokens: int) -> torch.Tensor:
+    """Official `tile_positional_embeddings`: the whole sequence (N, D) repeated int(n_tokens / N) times."""
+    return grid.repeat(n_tokens // len(grid), 1)
+
+
+def _scenic_pos_embed(image_pos: torch.Tensor, has_cls: bool, own_pos: torch.Tensor, num_prefix: int,
+                      frames: int, size_change: str, mode: str) -> torch.Tensor:
+    """Official `init_posemb` (non-temporal encoder): same shape -> copied; else the cls entry is split off
+    (the image's, or the model's own initial one when the image has none), the image positions are made
+    `n_tokens` long by `size_change` (`resize_tile`: resized to n_tokens // frames, then tiled), cls re-attached."""
+    if image_pos.shape == own_pos.shape:
+        return image_pos.float().clone()
+    grid = image_pos[0, int(has_cls):].float()
+    cls = (image_pos[:, :1] if has_cls else own_pos[:, :1]).float()[:, :num_prefix]
+    n_tokens = own_pos.shape[1] - num_prefix
+    if len(grid) != n_tokens:
+        if size_change == "resize":
+            grid = _zoom_square(grid, n_tokens, mode)
+        elif size_change == "tile":
+            grid = _tile(grid, n_tokens)
+        else:
+            grid = _tile(_zoom_square(grid, n_tokens // frames, mode), n_tokens)
+    if len(grid) != n_tokens:
+        raise VivitError(f"recipe='scenic', pos_size_change={size_change!r} turns the image's {len(image_pos[0]) - int(has_cls)} "
+                         f"positions into {len(grid)}, the model needs {n_tokens} (the official code fails here too): "
+                         f"choose another pos_size_change")
+    return torch.cat([cls, grid[None]], dim=1)
+
+
+def _check_options(recipe: str, tubelet_init: str, fsa_temporal_init: str, pos_interpolation: str | None,
+                   pos_size_change: str, frames_per_tubelet: int) -> None:
+    for name, value, allowed in (("recipe", recipe, RECIPES), ("tubelet_init", tubelet_init, TUBELET_INITS),
+                                 ("fsa_temporal_init", fsa_temporal_init, FSA_TEMPORAL_INITS),
+                                 ("pos_interpolation", pos_interpolation or "bicubic", POS_INTERPOLATIONS),
+                                 ("pos_size_change", pos_size_change, POS_SIZE_CHANGES)):
+        if value not in allowed:
+            raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+    if recipe == "default" and pos_size_change != "resize_tile":
+        raise ConfigError(f"pos_size_change={pos_size_change!r} is an option of recipe='scenic'; the default recipe "
+                          "resizes each frame's grid and tiles it over time (resize_tile)")
+    if recipe == "scenic" and fsa_temporal_init != "copy":
+        raise ConfigError("recipe='scenic' copies the image attention into the temporal attention (official); "
+                          "fsa_temporal_init='zero' needs recipe='default'")
+    if recipe == "scenic" and tubelet_init == "random" and frames_per_tubelet > 1:
+        raise ConfigError("recipe='scenic' inflates the image kernel (official central_frame_initializer or "
+                          "average_frame_initializer): tubelet_init must be 'central_frame' or 'inflate'")
+
+
 @torch.no_grad()
 def init_from_image_vit(
     model: ViViT,
     source: Any,
     tubelet_init: str = "central_frame",
     fsa_temporal_init: str = "copy",
-    pos_interpolation: str = "bicubic",
+    pos_interpolation: str | None = None,
+    recipe: str = "default",
+    pos_size_change: str = "resize_tile",
 ) -> LoadReport:
-    """Initialise `model` (any variant, either tokeniser) from an image ViT; returns what was used,
-    left unused (classifier heads) and not loaded (FE temporal encoder, head)."""
-    for name, value, allowed in (("tubelet_init", tubelet_init, TUBELET_INITS),
-                                 ("fsa_temporal_init", fsa_temporal_init, FSA_TEMPORAL_INITS),
-                                 ("pos_interpolation", pos_interpolation, POS_INTERPOLATIONS)):
-        if value not in allowed:
-            raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+    """Initialise `model` (any variant, either tokeniser) from an image ViT (Sec. 3.4); `recipe="scenic"`
+    reproduces the official `initialise_from_train_state`. `pos_interpolation` defaults to bicubic
+    (default recipe) or bilinear_aligned (scenic: `scipy.ndimage.zoom(order=1)`). The report lists the
+    source keys used and unused, and every model tensor left at its initialisation (`missing`)."""
+    t = model.tokenizer.tubelet[0]
+    _check_options(recipe, tubelet_init, fsa_temporal_init, pos_interpolation, pos_size_change, t)
+    scenic_recipe = recipe == "scenic"
+    interpolation = pos_interpolation or ("bilinear_aligned" if scenic_recipe else "bicubic")
     image = read_image_vit(source)
     s, cfg = image.state, model.config
     image.check_heads(cfg.num_heads)
@@ -96,15 +170,19 @@ def init_from_image_vit(
     if (kernel.shape[0], kernel.shape[1], *kernel.shape[2:]) != (own.shape[0], own.shape[1], *own.shape[3:]):
         raise VivitError(f"{image.source}: patch_embed.proj.weight {tuple(kernel.shape)} does not fit "
                          f"tokenizer.proj.weight {tuple(own.shape)} (D, C, t, h, w)")
-    model.tokenizer.load_image_kernel(kernel, s["patch_embed.proj.bias"], tubelet_init)
-    ours = {k: v.detach().clone() for k, v in model.tokenizer.state_dict(prefix="tokenizer.").items()}
+    # A depth-1 tubelet is the 2D kernel itself, which the official code copies whatever the init method.
+    kernel_init = "central_frame" if t == 1 and (scenic_recipe or tubelet_init != "random") else tubelet_init
+    model.tokenizer.load_image_kernel(kernel, s["patch_embed.proj.bias"], kernel_init)
+    ours = {k: v.detach().clone() for k, v in model.tokenizer.state_dict(prefix="tokenizer.").items()
+            if not (kernel_init == "random" and k == "tokenizer.proj.weight")}
     enc_name = "spatial" if cfg.variant == "fe" else "encoder"
     encoder = getattr(model, enc_name)
+    fsa_map = FSA_FROM_IMAGE_SCENIC if scenic_recipe else FSA_FROM_IMAGE
     for key, value in s.items():
         if key.startswith("blocks.") and cfg.variant == "fsa":
             _, i, rest = key.split(".", 2)
             module, param = rest.rsplit(".", 1)
-            ours.update({f"{enc_name}.blocks.{i}.{dst}.{param}": value for dst in FSA_FROM_IMAGE[module]})
+            ours.update({f"{enc_name}.blocks.{i}.{dst}.{param}": value for dst in fsa_map[module]})
         elif key.startswith(("blocks.", "norm.")):
             ours[f"{enc_name}.{key}"] = value
     if cfg.variant == "fsa" and fsa_temporal_init == "zero":
@@ -112,18 +190,46 @@ def init_from_image_vit(
             for param in ("weight", "bias"):
                 ours[f"{enc_name}.blocks.{i}.attn_time.proj.{param}"] = torch.zeros_like(s[f"blocks.{i}.attn.proj.{param}"])
     has_cls = "cls_token" in s
-    if encoder.cls_token is not None and has_cls:
+    # Official: top-level keys are copied by identical name only, so `cls` never reaches `cls_SpatialTransformer`.
+    if encoder.cls_token is not None and has_cls and not (scenic_recipe and cfg.variant == "fe"):
         ours[f"{enc_name}.cls_token"] = s["cls_token"]
     pos_key = f"{enc_name}.pos_embed"
-    ours[pos_key] = _pos_embed(s["pos_embed"], has_cls, encoder.grid, encoder.num_prefix, pos_interpolation)
-    report = load_state_dict(model, ours, image.source, allow_missing=("",))
+    if scenic_recipe:
+        ours[pos_key] = _scenic_pos_embed(s["pos_embed"], has_cls, encoder.pos_embed, encoder.num_prefix,
+                                          cfg.grid[0], pos_size_change, interpolation)
+    else:
+        ours[pos_key] = _pos_embed(s["pos_embed"], has_cls, encoder.grid, encoder.num_prefix, interpolation)
+    fresh = [k for k in model.state_dict() if k not in ours]
+    report = load_state_dict(model, ours, image.source, allow_missing=fresh)
     report.used, report.unexpected = image.used, image.unused
     if s["pos_embed"].shape != ours[pos_key].shape:
         report.resampled = {pos_key: [list(s["pos_embed"].shape), list(ours[pos_key].shape)]}
-    tiling = f", tiled over {encoder.grid[0]} frame(s)" if len(encoder.grid) == 3 else ""
-    report.notes.append(f"tubelet init {tubelet_init}; positional embedding resized {pos_interpolation}{tiling}")
-    if cfg.variant == "fsa":
-        report.notes.append(f"temporal attention: {fsa_temporal_init}")
-    if has_cls and encoder.cls_token is None:
-        report.notes.append("image cls token and its positional entry unused (gap classifier)")
+    report.notes += _notes(recipe, kernel_init, interpolation, pos_size_change, encoder, cfg.variant, has_cls,
+                           fsa_temporal_init, s["pos_embed"], ours[pos_key], pos_key)
     return report
+
+
+def _notes(recipe: str, kernel_init: str, interpolation: str, size_change: str, encoder: Any, variant: str,
+           has_cls: bool, fsa_temporal_init: str, image_pos: torch.Tensor, pos: torch.Tensor, pos_key: str) -> list[str]:
+    """What the report says beyond the key lists: the rules applied and any tensor only partly loaded."""
+    scenic_recipe = recipe == "scenic"
+    if scenic_recipe:
+        how = f"official positional_embed_size_change={size_change!r}, {interpolation} resize"
+    else:
+        tiling = f", tiled over {encoder.grid[0]} frame(s)" if len(encoder.grid) == 3 else ""
+        how = f"resized {interpolation}{tiling}"
+    notes = [f"recipe {recipe}; tubelet init {kernel_init}; positional embedding {how}"]
+    if scenic_recipe and image_pos.shape != pos.shape:
+        sensible = _pos_embed(image_pos, has_cls, encoder.grid, 0, interpolation)
+        patches = pos[:, encoder.num_prefix:]
+        if sensible.shape != patches.shape or not torch.allclose(sensible, patches, atol=1e-6):
+            notes.append(f"{pos_key}: the official {size_change!r} rule (reproduced) is not a per-frame resize of the "
+                         f"image grid tiled over time; resize_tile (Models 1, 3, 4) or resize (FE) is")
+    if variant == "fsa":
+        notes.append(f"temporal attention: {fsa_temporal_init}")
+    if has_cls and encoder.cls_token is None:
+        notes.append("image cls token and its positional entry unused (gap classifier)")
+    if not has_cls and encoder.cls_token is not None:
+        kept = "its initial value (official)" if scenic_recipe else "zeros"
+        notes.append(f"the image has no cls token: {pos_key}[:, 0] (cls entry) is {kept}")
+    return notes

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vivit.config import ViViTConfig
-from vivit.errors import VivitError
+from vivit.errors import ConfigError, VivitError
 from vivit.textfiles import LABELS_FILE, read_labels, read_text, write_labels
 from vivit.model import posembed
 from vivit.model.encoders import Encoder
@@ -94,9 +94,17 @@ def load_state_dict(
     source: str = "state dict",
     source_config: ViViTConfig | None = None,
     allow_missing: Iterable[str] = (),
+    pos_spatial: str = "bicubic",
+    pos_temporal: str = "linear",
 ) -> LoadReport:
     """Load `state_dict` (our key names) into `model` strictly, resampling positional embeddings
-    made for another token grid. Keys starting with an `allow_missing` prefix may be absent."""
+    made for another token grid (`posembed.resample` modes `pos_spatial`, `pos_temporal`; the official
+    Scenic `tile` of a frame-count change is `pos_temporal="tile"`). Keys starting with an
+    `allow_missing` prefix may be absent."""
+    for name, mode, allowed in (("pos_spatial", pos_spatial, posembed.SPATIAL_MODES),
+                                ("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)):
+        if mode not in allowed:
+            raise ConfigError(f"{name}={mode!r} is not allowed; choose one of {list(allowed)}")
     own = model.state_dict()
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
@@ -115,7 +123,10 @@ def load_state_dict(
         value = torch.as_tensor(value)
         if value.shape != own[key].shape and key in layout and key in src_layout:
             (src_grid, prefix), (dst_grid, _) = src_layout[key], layout[key]
-            value = posembed.resample(value.float(), src_grid, dst_grid, prefix)
+            try:
+                value = posembed.resample(value.float(), src_grid, dst_grid, prefix, pos_spatial, pos_temporal)
+            except ValueError as e:
+                raise VivitError(f"{source}: cannot resample {key} from grid {src_grid} to {dst_grid}: {e}") from e
             report.resampled[key] = [list(state_dict[key].shape), list(value.shape)]
         if value.shape != own[key].shape:
             raise VivitError(f"{source}: shape mismatch for {key}: checkpoint {tuple(value.shape)}, "
@@ -215,7 +226,8 @@ def load_labels(path: str | Path) -> list[str] | None:
 
 def load_pretrained(path: str | Path, **overrides: Any) -> ViViT:
     """Load a folder written by `save_pretrained`. Overrides change the config, e.g. `num_frames=16,
-    image_size=160` (positional embeddings are resampled) or `num_classes=10` (a fresh head)."""
+    image_size=160` (positional embeddings are resampled; `pos_temporal="tile"` repeats the frame sequence,
+    as the official Scenic `tile`) or `num_classes=10` (a fresh head)."""
     return load_pretrained_with_report(path, **overrides)[0]
 
 
@@ -228,9 +240,10 @@ def load_pretrained_with_report(path: str | Path, **overrides: Any) -> tuple[ViV
 
 
 def build(source_config: ViViTConfig, state_dict: Mapping[str, torch.Tensor], source: str,
-          **overrides: Any) -> tuple[ViViT, LoadReport]:
+          pos_spatial: str = "bicubic", pos_temporal: str = "linear", **overrides: Any) -> tuple[ViViT, LoadReport]:
     """A model for `source_config.replace(**overrides)` holding `state_dict` (our key names). A changed
-    `num_classes` leaves the head freshly initialised; another frame count or size resamples pos-embeds."""
+    `num_classes` leaves the head freshly initialised; another frame count or size resamples pos-embeds
+    (`pos_spatial` / `pos_temporal`: modes of `posembed.resample`)."""
     config = source_config.replace(**overrides)
     model = ViViT(config)
     state = dict(state_dict)
@@ -238,7 +251,7 @@ def build(source_config: ViViTConfig, state_dict: Mapping[str, torch.Tensor], so
     if config.num_classes != source_config.num_classes:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         allow = ("head.",)
-    report = load_state_dict(model, state, source, source_config, allow)
+    report = load_state_dict(model, state, source, source_config, allow, pos_spatial, pos_temporal)
     if allow:
         report.notes.append(f"head re-initialised: num_classes {source_config.num_classes} -> {config.num_classes}")
     return model.eval(), report
