@@ -1,4 +1,6 @@
+import json
 import warnings
+from pathlib import Path
 
 import msgpack
 import numpy as np
@@ -264,3 +266,24 @@ def test_classifier_is_an_argument_and_assumed_with_a_warning():
                 tree[name]["posembed_input"]["pos_embedding"] = pos[:, 1:]
         cfg = scenic.from_scenic(tree, FRAMES, classifier="0").config
         assert cfg.classifier == "0" and cfg.num_frames == FRAMES and cfg.image_size == (SIZE, SIZE)
+
+
+# Logits of the official Scenic ViViT / SpaceTimeViViT on tiny random models (tests/make_scenic_fixtures.py).
+OFFICIAL = Path(__file__).parent / "fixtures" / "scenic" / "official_heads.npz"
+with np.load(OFFICIAL, allow_pickle=False) as _z:
+    OFFICIAL_CASES = json.loads(str(_z["cases"]))
+
+
+@pytest.mark.parametrize("i", range(len(OFFICIAL_CASES)), ids=[
+    f"{c['kind']}-{c['classifier']}-rep{c['representation_size']}-{c['size'][0]}x{c['size'][1]}" for c in OFFICIAL_CASES])
+def test_logits_equal_the_official_code(i):
+    case = OFFICIAL_CASES[i]
+    with np.load(OFFICIAL, allow_pickle=False) as z:
+        prefix = f"{i}/params/"
+        tree = scenic.unflatten({k.removeprefix(prefix): z[k] for k in z.files if k.startswith(prefix)})
+        video, expected = torch.from_numpy(z[f"{i}/x"]).permute(0, 4, 1, 2, 3), z[f"{i}/logits"]  # NTHWC -> NCTHW
+    model = scenic.from_scenic(tree, source_frames=video.shape[2], variant="fdp" if case["kind"] == "fdp" else None,
+                               classifier=case["classifier"], source_size=tuple(case["size"]))
+    assert (model.config.classifier, model.config.representation_size) == (case["classifier"], case["representation_size"])
+    with torch.no_grad():
+        np.testing.assert_allclose(model(video).numpy(), expected, rtol=1e-5, atol=1e-5)
