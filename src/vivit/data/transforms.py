@@ -1,11 +1,12 @@
 """Clip transforms on torch tensors: every frame of a clip gets the same crop, flip and colour change.
 
 Work happens on the smallest tensor possible and in few passes: the crop is cut from the uint8 frames (RGB,
-or planar YUV straight from the decoder, each chroma sample repeated over the pixels it covers as ffmpeg's own
-YUV-to-RGB conversion does) at exactly the pixels an RGB frame would give, and resized by one uint8
-`F.interpolate` call per plane group (antialiased when shrinking). YUV-to-RGB conversion, colour jitter, grayscale and normalisation are all affine
-colour maps, so they are composed into one 3x3 matrix and offset, applied once from uint8 to float and clamped
-once (torchvision clamps after each jitter step instead). The result is float (C, T, H, W).
+or planar YUV straight from the decoder) at exactly the pixels an RGB frame would give; YUV crops become uint8
+RGB as ffmpeg's own conversion makes them (each chroma sample repeated over the pixels it covers, every pixel
+rounded and clamped), so only the crop is ever converted. The crop is resized by one uint8 `F.interpolate` call
+(antialiased when shrinking). Colour jitter, grayscale and normalisation are all affine colour maps, so they are
+composed into one 3x3 matrix and offset, applied once from uint8 to float and clamped once (torchvision clamps
+after each jitter step instead). The result is float (C, T, H, W).
 """
 
 from __future__ import annotations
@@ -151,24 +152,29 @@ def _frame_size(frames: Frames) -> tuple[int, int]:
     return (frames.height, frames.width) if isinstance(frames, YuvFrames) else tuple(frames.shape[1:3])
 
 
-def _crop_resize(frames: Frames, top: int, left: int, side: int, size: int) -> list[torch.Tensor]:
-    """Three uint8 (T, size, size) planes (R, G, B, or Y, U, V at full resolution) of the crop at (top, left)."""
-    if not isinstance(frames, YuvFrames):
-        return list(resize(crop(frames.permute(0, 3, 1, 2), top, left, side, side), size, size).unbind(1))
+def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch.Tensor:
+    """uint8 RGB (T, 3, side, side) of a YUV crop, as ffmpeg converts it: chroma samples repeated, rounded, clamped."""
     luma, u, v = (torch.from_numpy(p) for p in frames.planes())
-    luma = resize(crop(luma.unsqueeze(1), top, left, side, side), size, size)
     (sy, sx), bottom, right = frames.chroma, top + side - 1, left + side - 1
-    chroma = torch.stack([p[:, top // sy:bottom // sy + 1, left // sx:right // sx + 1] for p in (u, v)], 1)
-    chroma = chroma.repeat_interleave(sy, 2).repeat_interleave(sx, 3)  # each sample over its sy x sx pixels
-    chroma = resize(crop(chroma, top % sy, left % sx, side, side), size, size)
-    return [luma[:, 0], chroma[:, 0], chroma[:, 1]]
+    chroma = [p[:, top // sy:bottom // sy + 1, left // sx:right // sx + 1] for p in (u, v)]
+    chroma = [crop(p.repeat_interleave(sy, 1).repeat_interleave(sx, 2), top % sy, left % sx, side, side)
+              for p in chroma]  # each chroma sample over the sy x sx pixels it covers
+    yuv = [crop(luma, top, left, side, side), *chroma]
+    matrix, offset = _yuv_to_rgb(frames.full_range, frames.bt709)
+    rgb = torch.empty(len(luma), 3, side, side, dtype=torch.uint8)
+    for c, (row, bias) in enumerate(zip((255 * matrix).tolist(), (255 * offset).tolist())):
+        rgb[:, c] = (yuv[0] * row[0]).add_(yuv[1], alpha=row[1]).add_(yuv[2], alpha=row[2]).add_(bias)\
+            .round_().clamp_(0, 255)
+    return rgb
 
 
-def _to_rgb(frames: Frames) -> tuple[torch.Tensor, torch.Tensor]:
-    """(matrix, offset) from the planes' 0..255 values to RGB in [0, 1]."""
+def _crop_resize(frames: Frames, top: int, left: int, side: int, size: int) -> list[torch.Tensor]:
+    """Three uint8 RGB (T, size, size) planes of the crop at (top, left)."""
     if isinstance(frames, YuvFrames):
-        return _yuv_to_rgb(frames.full_range, frames.bt709)
-    return torch.eye(3, dtype=torch.float64) / 255, torch.zeros(3, dtype=torch.float64)
+        rgb = _yuv_crop_to_rgb(frames, top, left, side)
+    else:
+        rgb = crop(frames.permute(0, 3, 1, 2), top, left, side, side)
+    return list(resize(rgb, size, size).unbind(1))
 
 
 def color_map(planes: list[torch.Tensor], matrix: torch.Tensor, offset: torch.Tensor, normalization: Normalization,
@@ -190,24 +196,22 @@ def color_map(planes: list[torch.Tensor], matrix: torch.Tensor, offset: torch.Te
     return out
 
 
-def _finish(planes: list[torch.Tensor], frames: Frames, normalization: Normalization,
-            jitter: AugmentConfig | None = None, gray: bool = False,
-            generator: torch.Generator | None = None) -> torch.Tensor:
-    """uint8 planes -> float (C, T, S, S): colour conversion, jitter, grayscale and normalisation in one map."""
-    matrix, offset = _to_rgb(frames)
+def _finish(planes: list[torch.Tensor], normalization: Normalization, jitter: AugmentConfig | None = None,
+            gray: bool = False, generator: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 RGB planes -> float (C, T, S, S): jitter, grayscale and normalisation in one map."""
+    matrix, offset = torch.eye(3, dtype=torch.float64) / 255, torch.zeros(3, dtype=torch.float64)
     if jitter is not None:  # the clip's mean colour, from every other pixel
         mean = torch.tensor([p[:, ::2, ::2].float().mean() for p in planes], dtype=torch.float64)
         jitter_matrix, jitter_offset = color_jitter_map(matrix @ mean + offset, jitter, generator)
         matrix, offset = jitter_matrix @ matrix, jitter_matrix @ offset + jitter_offset
     if gray:
         matrix, offset = _toward_gray(0.0) @ matrix, _toward_gray(0.0) @ offset
-    clamp = jitter is not None or isinstance(frames, YuvFrames)  # YUV can encode colours outside the RGB cube
-    return color_map(planes, matrix, offset, normalization, clamp)
+    return color_map(planes, matrix, offset, normalization, clamp=jitter is not None)
 
 
 def normalize(clip: torch.Tensor, normalization: Normalization = "minus_one_one") -> torch.Tensor:
     """uint8 RGB (T, C, H, W) -> float (T, C, H, W) in [-1, 1] or (x / 255 - mean) / std."""
-    return _finish(list(clip.unbind(1)), clip, normalization).transpose(0, 1)
+    return _finish(list(clip.unbind(1)), normalization).transpose(0, 1)
 
 
 def train_transform(frames: Frames, image_size: int, cfg: AugmentConfig, generator: torch.Generator,
@@ -226,7 +230,7 @@ def train_transform(frames: Frames, image_size: int, cfg: AugmentConfig, generat
         planes = [p.flip(-1) for p in planes]
     jitter = cfg if torch.rand((), generator=generator) < cfg.color_jitter else None
     gray = bool(torch.rand((), generator=generator) < cfg.grayscale)
-    return _finish(planes, frames, cfg.normalization, jitter, gray, generator)
+    return _finish(planes, cfg.normalization, jitter, gray, generator)
 
 
 def eval_transform(frames: Frames, image_size: int, num_crops: int,
@@ -235,5 +239,5 @@ def eval_transform(frames: Frames, image_size: int, num_crops: int,
     height, width = _frame_size(frames)
     side = min(round(image_size * min(height, width) / (short_side or min(height, width))), height, width)
     boxes = crop_boxes(height, width, side, num_crops)
-    return torch.stack([_finish(_crop_resize(frames, top, left, side, image_size), frames, normalization)
+    return torch.stack([_finish(_crop_resize(frames, top, left, side, image_size), normalization)
                         for top, left in boxes])

@@ -1,0 +1,137 @@
+"""The YUV training path (read_clip_yuv -> train/eval transforms, VideoDataset items) against ffmpeg's own frames.
+
+Fixtures: tests/fixtures/media/X (made by tests/make_media_fixtures.py with the ffmpeg CLI) and X.npz, ffmpeg's
+rgb24 decode of X. The reference here applies the same crop, resize (bilinear, antialiased when shrinking) and
+[-1, 1] normalisation in float64 to ffmpeg's frames. Tolerances are in levels of 1/255: the library resizes
+uint8 planes and converts YUV to RGB after the resize (ffmpeg rounds RGB to uint8 first), which costs about
+2 levels at most on these smooth fixtures; a colour-range error costs 16 % of contrast (up to 20 levels here),
+a crop one pixel off or a 321 -> 320 rescale tens of levels on the moving square's edges.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from data_videos import good_video
+
+from vivit.data import AugmentConfig, VideoDataset, read_clip_yuv
+from vivit.data import datasets
+from vivit.data.sampling import eval_clips
+from vivit.data.transforms import eval_transform, train_transform
+
+MEDIA = Path(__file__).parent / "fixtures" / "media"
+COLOUR = ["mjpeg_yuvj420p.avi", "mjpeg_yuvj422p.avi", "mjpeg_yuvj444p.avi", "gray.mkv", "rgb.mkv"]
+ODD = "odd_321x241.mkv"  # lossless 4:2:0 of odd width and height
+LEVEL = 2 / 255  # one level of 1/255 in [-1, 1]
+
+
+def ffmpeg_frames(name: str) -> np.ndarray:
+    return np.load(MEDIA / f"{name}.npz")["frames"]
+
+
+def reference(frames: np.ndarray, boxes: list[tuple[int, int]], side: int, size: int) -> torch.Tensor:
+    """(V, 3, T, size, size): each square crop (top, left, side) of ffmpeg's frames resized in float, in [-1, 1]."""
+    x = torch.as_tensor(frames).permute(0, 3, 1, 2).double()
+    views = [F.interpolate(x[..., t:t + side, left:left + side], size=(size, size), mode="bilinear",
+                           align_corners=False, antialias=side > size) for t, left in boxes]
+    return (torch.stack(views).transpose(1, 2) / 255 * 2 - 1).float()
+
+
+def three_crops(height: int, width: int, side: int) -> list[tuple[int, int]]:
+    """Left, centre, right (landscape) at mid height, as the paper's 3-crop test."""
+    return [((height - side) // 2, left) for left in (0, (width - side) // 2, width - side)]
+
+
+def assert_close(ours: torch.Tensor, expected: torch.Tensor, max_levels: float, mean_levels: float) -> None:
+    error = (ours - expected).abs() / LEVEL
+    assert ours.shape == expected.shape
+    assert error.max() <= max_levels and error.mean() <= mean_levels, (float(error.max()), float(error.mean()))
+
+
+@pytest.mark.parametrize("name", [*COLOUR, ODD])
+@pytest.mark.parametrize("shrink", [False, True])
+def test_eval_transform_of_yuv_equals_ffmpeg_frames_cropped_and_resized(name, shrink):
+    """Colour range (yuvj, gray, RGB: full range) and exact crop geometry (odd sizes cropped, not rescaled)."""
+    expected_frames = ffmpeg_frames(name)
+    frames, _ = read_clip_yuv(MEDIA / name, lambda info: np.arange(len(expected_frames)))
+    height, width = expected_frames.shape[1:3]
+    short = min(height, width)
+    size = short * 2 // 3 if shrink else short  # the frame stands for short side `short`: crops of `short` px
+    ours = eval_transform(frames, size, 3, short_side=size)
+    assert_close(ours, reference(expected_frames, three_crops(height, width, short), short, size), 3, 1)
+
+
+@pytest.mark.parametrize("name", [COLOUR[1], COLOUR[3], ODD])
+def test_train_transform_of_yuv_is_an_exact_crop_of_ffmpeg_frames(name):
+    """Without zoom, flip or colour jitter a training clip is one of the crops of ffmpeg's frames."""
+    expected_frames = ffmpeg_frames(name)
+    frames, _ = read_clip_yuv(MEDIA / name, lambda info: np.arange(len(expected_frames)))
+    height, width = expected_frames.shape[1:3]
+    side = min(height, width)
+    plain = AugmentConfig(scale_jitter=(1.0, 1.0), flip=0.0, color_jitter=0.0)
+    ours = train_transform(frames, side, plain, torch.Generator().manual_seed(0))
+    boxes = [(top, left) for top in range(height - side + 1) for left in range(width - side + 1)]
+    errors = [(ours - view).abs().max() / LEVEL for view in reference(expected_frames, boxes, side, side)]
+    assert min(errors) <= 3
+
+
+def dataset(name: str, train: bool, short_side: int, **kw) -> VideoDataset:
+    return VideoDataset([(MEDIA / name, 0)], ["x"], train=train, num_frames=4, frame_stride=2, image_size=16,
+                        augment=AugmentConfig(short_side=short_side, **kw), **({} if train else
+                                                                              dict(num_clips=2, num_crops=3)))
+
+
+@pytest.mark.parametrize("name", COLOUR)
+def test_dataset_eval_item_equals_ffmpeg_frames(name):
+    """VideoDataset eval views (2 clips x 3 crops) against the same frames, crops and resize of ffmpeg's decode."""
+    expected_frames = ffmpeg_frames(name)
+    height, width = expected_frames.shape[1:3]
+    views, label, _ = dataset(name, False, short_side=height)[0]  # short side kept: a 16 px crop of each clip
+    clips = eval_clips(len(expected_frames), 4, 2, 2)
+    expected = torch.cat([reference(expected_frames[c], three_crops(height, width, 16), 16, 16) for c in clips])
+    assert label == 0
+    assert_close(views, expected, 3, 1)
+
+
+@pytest.mark.parametrize("name", COLOUR)
+def test_dataset_decodes_at_the_size_the_transform_needs(name, monkeypatch):
+    """Frames are decoded at the short side the transform resizes to (training: times the largest zoom), and the
+    views still agree with ffmpeg's frames cropped and resized (swscale resizes in the decoder: a few levels)."""
+    sizes = []
+
+    def spy(*args, **kw):
+        frames, info = read_clip_yuv(*args, **kw)
+        sizes.append((frames.height, frames.width))
+        return frames, info
+
+    monkeypatch.setattr(datasets, "read_clip_yuv", spy)
+    expected_frames = ffmpeg_frames(name)
+    height, width = expected_frames.shape[1:3]  # 24 x 32
+    views, _, _ = dataset(name, False, short_side=18)[0]
+    clip, _, _ = dataset(name, True, short_side=12, scale_jitter=(0.9, 1.25))[0]
+    assert sizes == [(18, 24), (15, 20)] and clip.shape == (3, 4, 16, 16)
+    frames = torch.from_numpy(expected_frames).permute(0, 3, 1, 2).double()  # ffmpeg's frames resized to 18 x 24
+    small = F.interpolate(frames, size=(18, 24), mode="bilinear", align_corners=False, antialias=True)
+    small = small.permute(0, 2, 3, 1).numpy()
+    clips = eval_clips(len(expected_frames), 4, 2, 2)
+    expected = torch.cat([reference(small[c], three_crops(18, 24, 16), 16, 16) for c in clips])
+    # swscale resamples 4:2:0 chroma from its own plane, ffmpeg's RGB repeats it first: ~30 levels at sharp
+    # colour edges (the moving square), a fraction of a level on average
+    assert_close(views, expected, 36, 2.5)
+
+
+def test_eval_item_memory_follows_the_output_size(tmp_path):
+    """A 640x480 source for 32 px views: the decoded frames (traced by tracemalloc) are a few output-sized
+    frames, not 8 x 640 x 480 x 1.5 bytes (3.7 MB)."""
+    path = good_video(tmp_path / "big.mp4", frames=8, size=(480, 640))
+    item = VideoDataset([(path, 0)], ["x"], train=False, num_frames=8, frame_stride=1, image_size=32)
+    tracemalloc.start()
+    views, _, _ = item.read(0)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert views.shape == (1, 3, 8, 32, 32) and peak < 1_000_000
