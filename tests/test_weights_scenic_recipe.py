@@ -24,7 +24,7 @@ from vivit.engine.build import initialise
 from vivit.engine.config import ModelSection
 from vivit.errors import ConfigError, VivitError
 from vivit.model import posembed
-from vivit.weights import convert
+from vivit.weights import convert, scenic
 from vivit.weights.image_vit import init_from_image_vit
 
 D, DEPTH, HEADS, MLP, P = 8, 2, 2, 16, 4  # tiny widths; patch 4
@@ -287,6 +287,64 @@ def test_every_tensor_left_at_init_is_listed(variant, recipe):
     assert set(report.missing) == unchanged and "head.weight" in unchanged
 
 
+# --- Flax layouts: the same rules, and what the official code does not read --------------------
+
+def flax_tree(sd: dict[str, torch.Tensor], layout: str) -> dict[str, np.ndarray]:
+    """A timm-named image ViT written with Linen names: `scenic` (Transformer/posembed_input, cls entry
+    first, output_projection head) or `big_vision` (params/ prefix, top-level pos_embedding of the patches)."""
+    heads, hd = HEADS, D // HEADS
+    t = {"embedding/kernel": sd["patch_embed.proj.weight"].permute(2, 3, 1, 0), "embedding/bias": sd["patch_embed.proj.bias"],
+         "cls": sd["cls_token"], "Transformer/encoder_norm/scale": sd["norm.weight"],
+         "Transformer/encoder_norm/bias": sd["norm.bias"]}
+    for i in range(DEPTH):
+        b, blk = f"blocks.{i}.", f"Transformer/encoderblock_{i}/"
+        qkv_w, qkv_b = sd[b + "attn.qkv.weight"], sd[b + "attn.qkv.bias"]
+        for j, name in enumerate(("query", "key", "value")):
+            t[f"{blk}MultiHeadDotProductAttention_0/{name}/kernel"] = qkv_w[j * D:(j + 1) * D].T.reshape(D, heads, hd)
+            t[f"{blk}MultiHeadDotProductAttention_0/{name}/bias"] = qkv_b[j * D:(j + 1) * D].reshape(heads, hd)
+        t[blk + "MultiHeadDotProductAttention_0/out/kernel"] = sd[b + "attn.proj.weight"].T.reshape(heads, hd, D)
+        t[blk + "MultiHeadDotProductAttention_0/out/bias"] = sd[b + "attn.proj.bias"]
+        for ln, ours in (("LayerNorm_0", "norm1"), ("LayerNorm_1", "norm2")):
+            t[f"{blk}{ln}/scale"], t[f"{blk}{ln}/bias"] = sd[b + ours + ".weight"], sd[b + ours + ".bias"]
+        for dense, ours in (("Dense_0", "mlp.fc1"), ("Dense_1", "mlp.fc2")):
+            t[f"{blk}MlpBlock_0/{dense}/kernel"], t[f"{blk}MlpBlock_0/{dense}/bias"] = sd[b + ours + ".weight"].T, sd[b + ours + ".bias"]
+    if layout == "scenic":
+        t.update({"Transformer/posembed_input/pos_embedding": sd["pos_embed"],
+                  "output_projection/kernel": sd["head.weight"].T, "output_projection/bias": sd["head.bias"]})
+    else:
+        t = {f"params/{k}": v for k, v in t.items()}
+        t.update({"params/pos_embedding": sd["pos_embed"][:, 1:], "params/head/kernel": sd["head.weight"].T,
+                  "params/head/bias": sd["head.bias"]})
+    return {k: v.numpy() for k, v in t.items()}
+
+
+@pytest.mark.parametrize("variant", ["st", "fe", "fsa"])
+def test_scenic_vit_tree_loads_as_the_timm_state(variant):
+    src = image_state()
+    models = [video_model(variant, size=16) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())  # the same fresh init
+    init_from_image_vit(models[0], src, recipe="scenic")
+    report = init_from_image_vit(models[1], flax_tree(src, "scenic"), recipe="scenic")
+    for k, v in models[0].state_dict().items():
+        assert torch.allclose(models[1].state_dict()[k], v, atol=1e-6), k
+    assert "output_projection/kernel" in report.unexpected
+
+
+def test_big_vision_pos_embedding_is_not_restored_by_the_official_code():
+    """Official: `pos_embedding` outside Transformer/posembed_input is a top-level key the video model lacks:
+    skipped, so the positional embedding stays at its initialisation (ours: restored)."""
+    src = image_state()
+    model = video_model("st")
+    before = model.encoder.pos_embed.detach().clone()
+    report = init_from_image_vit(model, flax_tree(src, "big_vision"), recipe="scenic")
+    assert torch.equal(model.encoder.pos_embed, before) and "encoder.pos_embed" in report.missing
+    assert torch.equal(model.encoder.cls_token, src["cls_token"])  # `cls` is copied by name
+    assert torch.equal(model.encoder.blocks[1].attn.proj.weight, src["blocks.1.attn.proj.weight"])
+    default = video_model("st")
+    init_from_image_vit(default, flax_tree(src, "big_vision"))
+    assert torch.equal(default.encoder.pos_embed[:, 1:], src["pos_embed"][:, 1:].repeat(1, 2, 1))
+
+
 # --- resampling modes, video checkpoints, CLI and training config ----------------------------------
 
 def test_resample_aligned_modes_match_scipy_zoom_order1():
@@ -316,6 +374,18 @@ def test_video_checkpoint_frame_change_official_tile(tmp_path):
         vivit.load_pretrained(tmp_path / "m", num_frames=6, pos_temporal="tile")
     with pytest.raises(ConfigError, match="pos_temporal"):
         vivit.load_pretrained(tmp_path / "m", pos_temporal="cubic")
+    from_tree = scenic.from_scenic(scenic.to_scenic(model), source_frames=4, num_frames=8, pos_temporal="tile")
+    assert torch.equal(from_tree.encoder.pos_embed, tiled.encoder.pos_embed)
+
+
+def test_scenic_fe_checkpoint_frame_change_official_1d_interpolation():
+    fe = video_model("fe", frames=8, size=8)  # temporal encoder: cls + 4 frame positions
+    pos = fe.temporal.pos_embed.detach()
+    model = scenic.from_scenic(scenic.to_scenic(fe), num_frames=14, pos_temporal="linear_aligned")  # 7 positions
+    got = model.temporal.pos_embed.detach()
+    assert torch.equal(got[:, :1], pos[:, :1])  # the cls position is kept apart
+    assert np.abs(got[0, 1:].numpy() - aligned_linear(pos[0, 1:].double().numpy(), 7, 0)).max() < 1e-6
+    assert torch.equal(model.spatial.pos_embed, fe.spatial.pos_embed)  # per-frame positions: unchanged
 
 
 def test_convert_cli_recipe_scenic(tmp_path):

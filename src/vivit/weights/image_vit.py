@@ -38,6 +38,8 @@ POS_INTERPOLATIONS = posembed.SPATIAL_MODES
 RECIPES = ("default", "scenic")
 # Official `init_from.positional_embed_size_change` (Scenic model_utils.init_posemb).
 POS_SIZE_CHANGES = ("resize_tile", "tile", "resize")
+# Layouts whose positional embedding is not at Transformer/posembed_input: the official init leaves it at init.
+POS_NOT_RESTORED = ("big_vision", "big_vision-2021")
 # Image block sub-module -> Model 3 block sub-modules that receive it.
 FSA_FROM_IMAGE = {"norm1": ("norm_space", "norm_time"), "attn.qkv": ("attn_space.qkv", "attn_time.qkv"),
                   "attn.proj": ("attn_space.proj", "attn_time.proj"), "norm2": ("norm_mlp",),
@@ -194,42 +196,33 @@ def init_from_image_vit(
     if encoder.cls_token is not None and has_cls and not (scenic_recipe and cfg.variant == "fe"):
         ours[f"{enc_name}.cls_token"] = s["cls_token"]
     pos_key = f"{enc_name}.pos_embed"
-    if scenic_recipe:
+    notes = [f"recipe {recipe}; tubelet init {kernel_init}"]
+    if scenic_recipe and image.layout in POS_NOT_RESTORED:
+        notes.append(f"{pos_key} kept at its initialisation (official: only Transformer/posembed_input is restored, "
+                     f"not the pos_embedding of a {image.layout} checkpoint)")
+    elif scenic_recipe:
         ours[pos_key] = _scenic_pos_embed(s["pos_embed"], has_cls, encoder.pos_embed, encoder.num_prefix,
                                           cfg.grid[0], pos_size_change, interpolation)
+        notes.append(f"positional embedding: official positional_embed_size_change={pos_size_change!r}, {interpolation} resize")
+        sensible = _pos_embed(s["pos_embed"], has_cls, encoder.grid, 0, interpolation)
+        patches = ours[pos_key][:, encoder.num_prefix:]
+        if sensible.shape != patches.shape or not torch.allclose(sensible, patches, atol=1e-6):
+            notes.append(f"{pos_key}: the official {pos_size_change!r} rule (reproduced) is not a per-frame resize of "
+                         "the image grid tiled over time; resize_tile (Models 1, 3, 4) or resize (FE) is")
     else:
         ours[pos_key] = _pos_embed(s["pos_embed"], has_cls, encoder.grid, encoder.num_prefix, interpolation)
-    fresh = [k for k in model.state_dict() if k not in ours]
-    report = load_state_dict(model, ours, image.source, allow_missing=fresh)
-    report.used, report.unexpected = image.used, image.unused
-    if s["pos_embed"].shape != ours[pos_key].shape:
-        report.resampled = {pos_key: [list(s["pos_embed"].shape), list(ours[pos_key].shape)]}
-    report.notes += _notes(recipe, kernel_init, interpolation, pos_size_change, encoder, cfg.variant, has_cls,
-                           fsa_temporal_init, s["pos_embed"], ours[pos_key], pos_key)
-    return report
-
-
-def _notes(recipe: str, kernel_init: str, interpolation: str, size_change: str, encoder: Any, variant: str,
-           has_cls: bool, fsa_temporal_init: str, image_pos: torch.Tensor, pos: torch.Tensor, pos_key: str) -> list[str]:
-    """What the report says beyond the key lists: the rules applied and any tensor only partly loaded."""
-    scenic_recipe = recipe == "scenic"
-    if scenic_recipe:
-        how = f"official positional_embed_size_change={size_change!r}, {interpolation} resize"
-    else:
         tiling = f", tiled over {encoder.grid[0]} frame(s)" if len(encoder.grid) == 3 else ""
-        how = f"resized {interpolation}{tiling}"
-    notes = [f"recipe {recipe}; tubelet init {kernel_init}; positional embedding {how}"]
-    if scenic_recipe and image_pos.shape != pos.shape:
-        sensible = _pos_embed(image_pos, has_cls, encoder.grid, 0, interpolation)
-        patches = pos[:, encoder.num_prefix:]
-        if sensible.shape != patches.shape or not torch.allclose(sensible, patches, atol=1e-6):
-            notes.append(f"{pos_key}: the official {size_change!r} rule (reproduced) is not a per-frame resize of the "
-                         f"image grid tiled over time; resize_tile (Models 1, 3, 4) or resize (FE) is")
-    if variant == "fsa":
+        notes.append(f"positional embedding resized {interpolation}{tiling}")
+    if cfg.variant == "fsa":
         notes.append(f"temporal attention: {fsa_temporal_init}")
     if has_cls and encoder.cls_token is None:
         notes.append("image cls token and its positional entry unused (gap classifier)")
-    if not has_cls and encoder.cls_token is not None:
-        kept = "its initial value (official)" if scenic_recipe else "zeros"
-        notes.append(f"the image has no cls token: {pos_key}[:, 0] (cls entry) is {kept}")
-    return notes
+    if not has_cls and encoder.cls_token is not None and pos_key in ours:
+        notes.append(f"the image has no cls token: {pos_key}[:, 0] (cls entry) is "
+                     f"{'its initial value (official)' if scenic_recipe else 'zeros'}")
+    fresh = [k for k in model.state_dict() if k not in ours]
+    report = load_state_dict(model, ours, image.source, allow_missing=fresh)
+    report.used, report.unexpected, report.notes = image.used, image.unused, report.notes + notes
+    if pos_key in ours and s["pos_embed"].shape != ours[pos_key].shape:
+        report.resampled = {pos_key: [list(s["pos_embed"].shape), list(ours[pos_key].shape)]}
+    return report
