@@ -123,7 +123,9 @@ def profile_model(
     flops = count_flops(cfg, batch)
     prof = Profile(name, shape, count_parameters(model), flops, flops // 2)
     if latency:
-        dev = torch.device(device)
+        from vivit.engine.build import resolve_device  # ConfigError for cuda without a CUDA device
+
+        dev = resolve_device(device)
         model = model.to(dev).eval()
         video = torch.randn(shape, device=dev)
         with peak_memory(dev) as mem:
@@ -165,7 +167,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, help="input height = width (default: the preset's)")
     parser.add_argument("--classes", type=int, help="number of classes (default: the preset's)")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"), help="where latency is measured")
     parser.add_argument("--iters", type=int, default=3, help="timed forward passes (median reported)")
     parser.add_argument("--no-latency", action="store_true", help="count only; skip the timed forward passes")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, ContextManager
@@ -34,6 +36,21 @@ def resolve_precision(run: RunSection, device: torch.device) -> str:
     if run.precision != "auto":
         return run.precision
     return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # PyTorch "Reproducibility" notes: deterministic cuBLAS (CUDA >= 10.2) needs it
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels everywhere; on CUDA cuBLAS also needs CUBLAS_WORKSPACE_CONFIG, read when its
+    first handle is made, so it is set here (before any CUDA work) unless already set."""
+    if "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            warnings.warn(f"run.deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG was set; "
+                          f"export CUBLAS_WORKSPACE_CONFIG={CUBLAS_WORKSPACE} before starting Python", stacklevel=2)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
 def autocast(device: torch.device, precision: str) -> ContextManager:

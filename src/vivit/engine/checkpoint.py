@@ -3,7 +3,9 @@ written atomically (`vivit.engine.atomic`), with every RNG state needed to resum
 
 from __future__ import annotations
 
+import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,13 +36,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise VivitError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a video, text or other file is not one
+        raise VivitError(f"cannot read checkpoint {path}: not a PyTorch checkpoint; give a .pt file written by "
+                         "`vivit train` or a pretrained model folder")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for corrupt or unsafe files
-        raise VivitError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from None
+    except pickle.UnpicklingError:  # torch's message advises weights_only=False, which would run the file's code
+        raise VivitError(f"cannot read checkpoint {path}: it holds Python objects other than tensors and "
+                         "containers, which vivit does not load (weights_only=True)") from None
+    except Exception as e:  # a truncated or corrupt archive: torch raises several types
+        raise VivitError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({_first_line(e)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise VivitError(f"{path} is not a vivit training checkpoint (no '{FORMAT}' marker)")
     return state
+
+
+def _first_line(e: Exception) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
 
 
 def rng_state() -> dict[str, Any]:
@@ -55,13 +70,16 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore `rng_state()`. CUDA states are restored for the devices present: a checkpoint written on
+    a machine with more GPUs resumes on one with fewer (each step re-seeds every device anyway)."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, device)
 
 
 class LoadedModel(NamedTuple):

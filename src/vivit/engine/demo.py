@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -63,12 +64,13 @@ def run_demo(out: str | Path, *, epochs: int | None = None, videos_per_class: in
         say(f"\n== {label} ({model_name}) ==")
         start = time.perf_counter()
         config = demo_config(out, model_name, epochs)
+        config = dataclasses.replace(config, run=dataclasses.replace(config.run, overwrite=True))  # a re-run replaces its runs
         summary = train(config, quiet=quiet)
         seconds = time.perf_counter() - start
-        report = evaluate_checkpoint(Path(config.run.out) / "last.pt", out / "data", split="val", views=VIEWS,
+        report = evaluate_checkpoint(Path(config.run.out) / "best.pt", out / "data", split="val", views=VIEWS,
                                      num_workers=config.data.num_workers, out=config.run.out, quiet=quiet)
         results[label] = {"model": model_name, "train_seconds": round(seconds, 1),
-                          "val_top1_1view": summary["final"]["top1"], "top1": report["top1"], "top5": report["top5"],
+                          "val_top1_1view": summary["best_top1"], "top1": report["top1"], "top5": report["top5"],
                           "mean_class_accuracy": report["mean_class_accuracy"]}
     chance = 1.0 / data["classes"]
     plots.comparison({label.replace(" ", "\n"): r["top1"] for label, r in results.items()}, out / "comparison.png",
@@ -80,11 +82,13 @@ def run_demo(out: str | Path, *, epochs: int | None = None, videos_per_class: in
 
 def format_table(summary: dict[str, Any]) -> str:
     views = f"top-1 ({summary['views']})"
-    lines = [f"{'model':<24} {'val top-1 (1 view)':>19} {views:>13} {'top-5':>7} "
-             f"{'mean class':>11} {'train s':>8}"]
+    top5 = any(r["top5"] is not None for r in summary["results"].values())  # None: 5 classes or fewer
+    lines = [f"{'model':<24} {'val top-1 (1 view)':>19} {views:>13}" + (f" {'top-5':>7}" if top5 else "")
+             + f" {'mean class':>11} {'train s':>8}"]
     for label, r in summary["results"].items():
-        lines.append(f"{label:<24} {100 * r['val_top1_1view']:>18.1f}% {100 * r['top1']:>12.1f}% "
-                     f"{100 * r['top5']:>6.1f}% {100 * r['mean_class_accuracy']:>10.1f}% {r['train_seconds']:>8.0f}")
+        lines.append(f"{label:<24} {100 * r['val_top1_1view']:>18.1f}% {100 * r['top1']:>12.1f}%"
+                     + (f" {100 * r['top5']:>6.1f}%" if top5 else "")
+                     + f" {100 * r['mean_class_accuracy']:>10.1f}% {r['train_seconds']:>8.0f}")
     lines.append(f"chance: {100 * summary['chance']:.1f}% (no single frame, nor the set of frames, tells the order of motion)")
     return "\n".join(lines)
 

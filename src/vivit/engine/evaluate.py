@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vivit.cli import positive_int
+from vivit.cli import non_negative_int, positive_int
 from vivit.data.sources import parse_split
 from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
@@ -57,12 +57,22 @@ def collect_scores(model: nn.Module, loader: Any, *, device: torch.device, preci
 
 
 def evaluate_loader(model: nn.Module, loader: Any, *, device: torch.device, num_classes: int, precision: str = "fp32",
-                    aggregation: str = "logits", quiet: bool = True, desc: str = "eval") -> ClassificationReport:
+                    aggregation: str = "logits", quiet: bool = True,
+                    desc: str = "eval") -> tuple[ClassificationReport, bool]:
+    """The report of `collect_scores`, and whether every score was finite (NaN/inf logits still have an arg-max)."""
     scores, labels, _, _ = collect_scores(model, loader, device=device, precision=precision,
                                           aggregation=aggregation, quiet=quiet, desc=desc)
     if len(labels) == 0:
         raise DataError("no validation video could be decoded")
-    return ClassificationReport.from_scores(scores, labels, num_classes)
+    return ClassificationReport.from_scores(scores, labels, num_classes), bool(torch.isfinite(scores).all())
+
+
+TOP5_MIN_CLASSES = 6  # with 5 classes or fewer top-5 accuracy is 100 % by construction: not reported
+
+
+def reported_top5(report: ClassificationReport, num_classes: int) -> float | None:
+    """Top-5 accuracy, or None where it is trivially 1.0 (5 classes or fewer)."""
+    return report.top5 if num_classes >= TOP5_MIN_CLASSES else None
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -118,7 +128,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
         raise DataError(f"no video of {data} could be decoded")
     report = ClassificationReport.from_scores(scores, labels, len(classes))
     result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "views": f"{clips}x{crops}",
-              "aggregation": aggregation, "skipped": skipped, "classes": classes, **asdict(report)}
+              "aggregation": aggregation, "skipped": skipped, "classes": classes,
+              **asdict(report), "top5": reported_top5(report, len(classes))}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +160,8 @@ def inference_precision(train_config: dict[str, Any], device: torch.device) -> s
 
 def format_report(r: dict[str, Any]) -> str:
     lines = [f"{r['num_samples']} videos ({r['skipped']} skipped), {r['views']} views, {r['aggregation']} averaged",
-             f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%  mean class {100 * r['mean_class_accuracy']:.2f}%",
+             f"top-1 {100 * r['top1']:.2f}%  " + ("" if r["top5"] is None else f"top-5 {100 * r['top5']:.2f}%  ")
+             + f"mean class {100 * r['mean_class_accuracy']:.2f}%",
              "per class:"]
     width = max(len(c) for c in r["classes"])
     for name, acc in zip(r["classes"], r["per_class_accuracy"]):
@@ -167,7 +179,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATIONS, help="average logits (paper) or softmax")
     parser.add_argument("--stride", type=positive_int, default=None, help="frame stride (default: the training config's)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=non_negative_int, default=2, help="decoding processes (0: in this one)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--out", default=None, help="folder for report.json and confusion.png")
     parser.add_argument("--json", action="store_true", help="print the JSON report")

@@ -11,17 +11,23 @@ from typing import Any
 import torch
 
 from vivit.engine.atomic import atomic_write
-from vivit.errors import VivitError
+from vivit.errors import ConfigError, VivitError
 
 FORMATS = ("onnx",)
+OPSETS = range(14, 21)  # 14: the first with scaled_dot_product_attention; 20: the TorchScript exporter's last
 TOLERANCE = 1e-3  # max abs logit difference accepted between onnxruntime and PyTorch (fp32)
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1, opset: int = 17, seed: int = 0) -> dict[str, Any]:
+def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1, opset: int = 17, seed: int = 0,
+                overwrite: bool = False) -> dict[str, Any]:
     """Trace the model to ONNX (input `video` (B, C, T, H, W), dynamic batch, output `logits`), run the same
-    random input through onnxruntime and PyTorch, and report the max absolute difference."""
+    random input through onnxruntime and PyTorch, and report the max absolute difference. An existing
+    `out` is replaced only with `overwrite`, and never when it is the checkpoint or inside its folder."""
     from vivit.engine.checkpoint import load_model
 
+    if opset not in OPSETS:
+        raise ConfigError(f"--opset {opset} is not supported; choose {OPSETS.start}..{OPSETS.stop - 1} (default 17)")
+    check_output_file(Path(out), Path(checkpoint), overwrite)
     try:
         import onnxruntime as ort
     except ImportError:
@@ -48,16 +54,29 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1,
             "input_shape": list(video.shape), "max_abs_diff": diff}
 
 
+def check_output_file(out: Path, source: Path, overwrite: bool) -> None:
+    """An output file must not be a folder, the source itself or a file inside the source folder, and an
+    existing file is replaced only with --overwrite."""
+    target, src = out.resolve(), source.resolve()
+    if target == src or src in target.parents:
+        raise VivitError(f"{out} would overwrite the checkpoint it is exported from ({source}); choose another file")
+    if out.is_dir():
+        raise VivitError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
+    if out.exists() and not overwrite:
+        raise VivitError(f"{out} already exists; pass --overwrite to replace it")
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
     parser.add_argument("out", help="output file, e.g. model.onnx")
     parser.add_argument("--format", default="onnx", choices=FORMATS)
-    parser.add_argument("--opset", type=int, default=17)
+    parser.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1}")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     parser.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = export_onnx(args.checkpoint, args.out, opset=args.opset)
+    result = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -75,9 +75,12 @@ def read_metrics(path: str | Path) -> list[dict[str, str]]:
 
 
 def epoch_line(epoch: int, epochs: int, stats: dict[str, Any]) -> str:
-    """`epoch 3/10  loss 1.234  acc 45.6%  val 50.0%/90.0%  lr 1.2e-03  42.1 clips/s  skipped 0`."""
+    """`epoch 3/10  loss 1.234  acc 45.6%  val top1 50.0% top5 90.0%  lr 1.2e-03  42.1 clips/s  skipped 0`."""
     parts = [f"epoch {epoch}/{epochs}", f"loss {stats['loss']:.4f}", f"acc {100 * stats['acc']:.1f}%"]
     if stats.get("val_top1") is not None:
-        parts.append(f"val top1 {100 * stats['val_top1']:.1f}% top5 {100 * stats['val_top5']:.1f}%")
+        top5 = stats.get("val_top5")  # None with 5 classes or fewer, where it is 100 % by construction
+        parts.append(f"val top1 {100 * stats['val_top1']:.1f}%" + ("" if top5 is None else f" top5 {100 * top5:.1f}%"))
     parts += [f"lr {stats['lr']:.2e}", f"{stats['clips_per_s']:.1f} clips/s", f"skipped {stats['skipped']}"]
+    if stats.get("nonfinite"):
+        parts.append(f"non-finite steps skipped {stats['nonfinite']}")
     return "  ".join(parts)

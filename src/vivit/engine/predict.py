@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vivit.cli import positive_int
+from vivit.cli import non_negative_int, positive_int
 from vivit.data.sources import VIDEO_EXTENSIONS, video_files
 from vivit.engine.build import AUTOCAST_DTYPES
 from vivit.engine.evaluate import parse_views, score_views
@@ -90,7 +90,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-k", type=positive_int, default=5)
     parser.add_argument("--views", default="1x1", help="CLIPSxCROPS views averaged per video (default 1x1)")
     parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--workers", type=int, default=0)
+    parser.add_argument("--workers", type=non_negative_int, default=0)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default=None, choices=("fp32", *AUTOCAST_DTYPES),
                         help="autocast precision (default: the training run's on CUDA, fp32 on CPU)")

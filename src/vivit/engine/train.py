@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,23 +19,34 @@ import torch
 from torch import nn
 
 from vivit.engine import distributed as dist
-from vivit.engine.build import autocast, build_datasets, build_model, resolve_device, resolve_precision
+from vivit.engine.build import (autocast, build_datasets, build_model, resolve_device, resolve_precision,
+                                use_deterministic_algorithms)
 from vivit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vivit.engine.config import TRAIN_CONFIG_FILE, OptimSection, TrainConfig, dump_config, load_config, save_config
-from vivit.engine.evaluate import evaluate_loader
+from vivit.engine.evaluate import evaluate_loader, reported_top5
 from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
+from vivit.engine.runfolder import check_run_folder, clear_run, run_lock
 from vivit.engine.schedule import build_scheduler
-from vivit.errors import ConfigError, DataError
+from vivit.errors import ConfigError, DataError, VivitError
 from vivit.textfiles import LABELS_FILE, write_labels
 from vivit.model.vivit import unwrap_model
 
 
 @dataclass
 class StepResult:
-    loss_sum: float  # summed per-sample loss over this process's clips
-    correct: int     # clips whose arg-max is the (unmixed) label
+    loss_sum: float           # summed per-sample loss over this process's clips
+    correct: int              # clips whose arg-max is the (unmixed) label
     samples: int
+    lr: float = 0.0           # the learning rate this step used
+    grad_norm: float = 0.0    # total gradient norm before clipping
+    loss_finite: bool = True  # on every rank
+    grads_finite: bool = True
+
+    @property
+    def applied(self) -> bool:
+        """False when the update was skipped for a non-finite loss or gradient."""
+        return self.loss_finite and self.grads_finite
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -62,11 +75,12 @@ def train_step(
     """One optimiser step over accumulated micro-batches of (videos, labels).
 
     The loss is the mean over this process's clips of the step; DDP averages gradients over ranks,
-    so equal per-rank batches give exactly the single-process gradient of the global batch."""
+    so equal per-rank batches give exactly the single-process gradient of the global batch. A step whose
+    loss or gradient is NaN/inf on any rank changes no weight (fp16: GradScaler lowers its scale)."""
     from vivit.data import mixup, soft_targets
 
     total = sum(len(labels) for _, labels in micro_batches)
-    result = StepResult(0.0, 0, total)
+    result = StepResult(0.0, 0, total, lr=optimizer.param_groups[0]["lr"])
     for i, (videos, labels) in enumerate(micro_batches):
         videos, labels = videos.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         empty = len(labels) == 0
@@ -85,12 +99,21 @@ def train_step(
             result.loss_sum += float(losses.detach().sum())
             result.correct += int((logits.detach().argmax(dim=-1) == labels).sum())
     scaler.unscale_(optimizer)
-    if optim.clip_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad_norm)
-    scaler.step(optimizer)
-    scaler.update()
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    result.grad_norm = float(norm)
+    bad_loss, bad_grads = dist.all_reduce_sum(
+        [float(not math.isfinite(result.loss_sum)), float(not math.isfinite(result.grad_norm))], device)
+    result.loss_finite, result.grads_finite = bad_loss == 0, bad_grads == 0
+    if result.applied:
+        if optim.clip_grad_norm is not None:
+            torch.nn.utils.clip_grads_with_norm_(params, optim.clip_grad_norm, norm)
+        scaler.step(optimizer)
+    scaler.update()  # fp16: a skipped step lowers the scale (unscale_ recorded the inf/NaN gradients)
     optimizer.zero_grad(set_to_none=True)
-    scheduler.step()
+    with warnings.catch_warnings():  # the schedule counts skipped steps too; it is not ahead of the optimiser
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning)
+        scheduler.step()
     return result
 
 
@@ -110,13 +133,26 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
     """Run (or resume) training as configured; returns a summary (best/final validation metrics, paths).
 
     `resume=True` continues from `<run.out>/last.pt` when it exists; a path resumes from that file.
-    `stop_after_steps` ends this invocation after that many optimiser steps with a resumable checkpoint."""
+    `stop_after_steps` ends this invocation after that many optimiser steps with a resumable checkpoint.
+    A `run.out` that holds a run is refused unless resuming or `run.overwrite`; the main process holds
+    `run.out/train.lock` while it trains."""
+    out = Path(config.run.out)
+    check_run_folder(out, resume=bool(resume), overwrite=config.run.overwrite)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone writes the folder
+        return _train(config, resume=resume, quiet=quiet, stop_after_steps=stop_after_steps)
+    with run_lock(out):
+        if config.run.overwrite and not resume:
+            clear_run(out)
+        return _train(config, resume=resume, quiet=quiet, stop_after_steps=stop_after_steps)
+
+
+def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_after_steps: int | None) -> dict[str, Any]:
     run = config.run
+    if run.deterministic:
+        use_deterministic_algorithms()
     rank, world, local_rank = dist.init_distributed(resolve_device(run.device).type)
     device = resolve_device(run.device, local_rank)
     precision = resolve_precision(run, device)
-    if run.deterministic:
-        torch.use_deterministic_algorithms(True)
     _seed_everything(run.seed)
     out = Path(run.out)
     say = (lambda msg: print(msg, flush=True)) if dist.is_main() and not quiet else (lambda msg: None)
@@ -180,6 +216,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
         f"{device.type} {precision}, {total_steps} steps of {run.batch_size} clips")
 
     def checkpoint(path: Path, epoch_stats: dict[str, float]) -> None:
+        _check_finite_weights(model, state["step"], path)  # never replace a good checkpoint by a broken model
         if dist.is_main():
             save_checkpoint(path, {
                 "model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes,
@@ -190,7 +227,8 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
         dist.barrier()
 
     steps_this_run = 0
-    last_report = None
+    last_report, finite = None, True
+    nonfinite, last_finite, lr = 0, None, scheduler.get_last_lr()[0]  # consecutive non-finite steps; (step, loss)
     for epoch in range(state["epoch"], epochs):
         state["epoch"] = epoch
         loader.set_epoch(epoch)
@@ -217,12 +255,22 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
             pending = []
             state["step"] += 1
             steps_this_run += 1
-            stats["loss_sum"] += result.loss_sum
-            stats["correct"] += result.correct
-            stats["samples"] += result.samples
+            lr = result.lr
+            if result.loss_finite:
+                stats["loss_sum"] += result.loss_sum
+                stats["correct"] += result.correct
+                stats["samples"] += result.samples
+                last_finite = (state["step"], result.loss_sum / max(result.samples, 1))
+            else:
+                stats["nonfinite"] = stats.get("nonfinite", 0) + 1
             if logger and state["step"] % run.log_every == 0:
                 logger.log(_row("step", epoch + 1, state["step"], result.loss_sum / max(result.samples, 1),
-                                result.correct / max(result.samples, 1), scheduler.get_last_lr()[0]))
+                                result.correct / max(result.samples, 1), result.lr, {"grad_norm": result.grad_norm}))
+            # fp16 overflows are GradScaler's business; a NaN/inf loss, or gradient in fp32/bf16, is divergence
+            counts = not result.loss_finite or (not result.grads_finite and precision != "fp16")
+            nonfinite = nonfinite + 1 if counts else 0
+            if nonfinite >= run.max_nonfinite_steps:
+                raise VivitError(_diverged(state["step"], nonfinite, last_finite, out))
             stop = stop_after_steps is not None and steps_this_run >= stop_after_steps
             if (run.save_every_steps and state["step"] % run.save_every_steps == 0) or stop:
                 checkpoint(out / "last.pt", stats)
@@ -234,21 +282,24 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
         stats["seconds"] += time.perf_counter() - start
         loss_sum, correct, samples, skipped = dist.all_reduce_sum(
             [stats["loss_sum"], stats["correct"], stats["samples"], stats["skipped"]], device)
-        if samples == 0:
+        if samples == 0 and not stats.get("nonfinite"):
             raise DataError(f"no training clip of epoch {epoch + 1} could be decoded ({int(skipped)} skipped): "
                             f"check the videos in {config.data.train} with `vivit check-data`")
-        line = {"loss": loss_sum / max(samples, 1), "acc": correct / max(samples, 1), "lr": scheduler.get_last_lr()[0],
-                "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None}
+        line = {"loss": loss_sum / samples if samples else math.nan, "acc": correct / max(samples, 1), "lr": lr,
+                "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None,
+                "nonfinite": stats.get("nonfinite", 0)}
         last_epoch = epoch == epochs - 1
         state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
         if run.keep_last:
             checkpoint(out / "last.pt", state["epoch_stats"])
         if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
-            last_report = evaluate_loader(net, val_loader, device=device, precision=precision,
-                                          num_classes=len(classes), quiet=quiet, desc="validate")
-            line.update(val_top1=last_report.top1, val_top5=last_report.top5)
+            last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
+                                                  num_classes=len(classes), quiet=quiet, desc="validate")
+            line.update(val_top1=last_report.top1, val_top5=reported_top5(last_report, len(classes)))
+            if not finite:
+                say(f"epoch {epoch + 1}: the validation logits are NaN/inf; this model is not kept as best")
         say(epoch_line(epoch + 1, epochs, line))
-        improved = line["val_top1"] is not None and line["val_top1"] > state["best_top1"]
+        improved = line["val_top1"] is not None and finite and line["val_top1"] > state["best_top1"]
         if logger:
             logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
         if improved:
@@ -269,13 +320,27 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
 
 
 def _new_stats() -> dict[str, float]:
-    return {"loss_sum": 0.0, "correct": 0, "samples": 0, "skipped": 0, "seconds": 0.0}
+    return {"loss_sum": 0.0, "correct": 0, "samples": 0, "skipped": 0, "seconds": 0.0, "nonfinite": 0}
+
+
+def _diverged(step: int, count: int, last_finite: tuple[int, float] | None, out: Path) -> str:
+    last = f"the last finite loss was {last_finite[1]:.4g} at step {last_finite[0]}" if last_finite else "no finite loss yet"
+    return (f"training stopped at step {step}: the loss or gradient norm was NaN/inf for {count} consecutive steps "
+            f"(run.max_nonfinite_steps), {last}; lower optim.lr, set optim.clip_grad_norm or use run.precision=fp32 "
+            f"(no checkpoint in {out} was written after the steps went wrong)")
+
+
+def _check_finite_weights(model: nn.Module, step: int, path: Path) -> None:
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p).all()]
+    if bad:
+        raise VivitError(f"the model's weights are NaN/inf at step {step} ({len(bad)} tensors, first {bad[0]}): "
+                         f"{path} not written; lower optim.lr or set optim.clip_grad_norm")
 
 
 def _row(kind: str, epoch: int, step: int, loss: float, acc: float, lr: float, extra: dict | None = None) -> dict:
-    row = {"kind": kind, "epoch": epoch, "step": step, "loss": loss, "acc": acc, "lr": lr,
+    row = {"kind": kind, "epoch": epoch, "step": step, "loss": loss, "acc": acc, "lr": lr, "grad_norm": "",
            "val_top1": "", "val_top5": "", "clips_per_s": "", "skipped": ""}
-    for key in ("val_top1", "val_top5", "clips_per_s", "skipped"):
+    for key in ("grad_norm", "val_top1", "val_top5", "clips_per_s", "skipped"):
         if extra and extra.get(key) is not None:
             row[key] = extra[key]
     return row

@@ -128,11 +128,12 @@ class ViViT(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(video))
 
-    def save_pretrained(self, path: str | Path, labels: list[str] | None = None) -> Path:
-        """Write config.json + model.safetensors (+ labels.txt) to a folder; `vivit.load_pretrained` reads it."""
+    def save_pretrained(self, path: str | Path, labels: list[str] | None = None, *, overwrite: bool = False) -> Path:
+        """Write config.json + model.safetensors (+ labels.txt) to a folder; `vivit.load_pretrained` reads it.
+        A non-empty folder that is not a vivit model folder is refused unless `overwrite`."""
         from vivit.weights.store import save_pretrained  # the weights package imports this module
 
-        return save_pretrained(self, path, labels)
+        return save_pretrained(self, path, labels, overwrite=overwrite)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Any
 
 from vivit.config import VARIANTS
+from vivit.errors import VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
 from vivit.profile import count_parameters
 from vivit.weights import hf, image_vit, scenic
 from vivit.textfiles import read_labels
-from vivit.weights.store import LoadReport, sibling_config
+from vivit.weights.store import LoadReport, check_replaceable, sibling_config
 
 SOURCES = ("hf", "scenic", "image-vit")
 
@@ -47,6 +48,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pos-size-change", default="resize_tile", choices=image_vit.POS_SIZE_CHANGES,
                         help="image-vit --recipe scenic: the official positional_embed_size_change")
     parser.add_argument("--labels", type=Path, help="a text file of class names, one a line, saved with the model")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace DST even when it is not an empty or vivit model folder")
     parser.add_argument("--json", action="store_true", help="machine-readable output (the load report)")
 
 
@@ -77,9 +80,21 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
     return model, report, labels
 
 
+def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
+    """DST must not be SRC, inside it or around it (the conversion would delete what it reads), and must be
+    new, empty or a vivit model folder unless --overwrite."""
+    source, target = src.resolve(), dst.resolve()
+    if source == target or source in target.parents or target in source.parents:
+        raise VivitError(f"DST {dst} overlaps SRC {src}: writing it would delete the checkpoint being converted; "
+                         "choose a DST outside SRC")
+    if not overwrite:
+        check_replaceable(dst)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_destination(Path(args.src), Path(args.dst), args.overwrite)
     model, report, labels = convert(args)
-    model.save_pretrained(args.dst, labels)
+    model.save_pretrained(args.dst, labels, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"dst": str(args.dst), "config": model.config.to_dict(), "report": report.to_dict()}, indent=2))
     else:

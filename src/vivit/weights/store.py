@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -189,33 +190,68 @@ def sibling_config(path: str | Path) -> dict[str, Any] | None:
     return read_json(file) if file.exists() else None
 
 
+OUR_FILES = (CONFIG_FILE, WEIGHTS_FILE, LABELS_FILE)  # what save_pretrained writes (and `extra_files`)
+
+
 def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = None,
-                    extra_files: Mapping[str, str] | None = None) -> Path:
+                    extra_files: Mapping[str, str] | None = None, *, overwrite: bool = False) -> Path:
     """Write `config.json` + `model.safetensors` (+ `labels.txt`, one class name a line, + `extra_files`
-    name -> text) to a folder, replacing any previous one whole."""
+    name -> text) to a folder. A previous vivit model folder is replaced whole; any other non-empty
+    folder (or a file) is refused unless `overwrite`, so nothing we did not write is deleted by surprise."""
     path = Path(path)
     model = unwrap_model(model)
     if labels is not None and len(labels) != model.config.num_classes:
         raise VivitError(f"{len(labels)} labels given for a model with num_classes={model.config.num_classes}")
-    tmp = path.with_name(path.name + ".tmp")  # written in full, then swapped in: a kill never leaves a torn folder
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
-    if labels is not None:
-        write_labels(tmp / LABELS_FILE, labels)
-    for extra, text in (extra_files or {}).items():
-        (tmp / extra).write_text(text, encoding="utf-8")
-    if path.exists():
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, path)
+    if not overwrite:
+        check_replaceable(path, extra=tuple(extra_files or ()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # written in full beside `path`, then swapped in: a kill never leaves a torn folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
+        if labels is not None:
+            write_labels(tmp / LABELS_FILE, labels)
+        for extra, text in (extra_files or {}).items():
+            (tmp / extra).write_text(text, encoding="utf-8")
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def is_vivit_folder(path: Path) -> bool:
+    """A folder written by `save_pretrained`: its model.safetensors carries our metadata."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path / WEIGHTS_FILE), "pt") as f:
+            return (f.metadata() or {}).get("library") == "vivit"
+    except Exception:  # missing or not a safetensors file: not ours
+        return False
+
+
+def check_replaceable(path: Path, extra: tuple[str, ...] = ()) -> None:
+    """Raise VivitError unless `path` is absent, an empty folder, or a vivit model folder holding only our files."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_dir():
+        raise VivitError(f"{path} exists and is not a folder; choose another output or pass --overwrite")
+    entries = sorted(p.name for p in path.iterdir())
+    if not entries:
+        return
+    foreign = [name for name in entries if name not in (*OUR_FILES, *extra)]
+    if not is_vivit_folder(path) or foreign:
+        what = f"holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}" if foreign else "is not a vivit model folder"
+        raise VivitError(f"{path} {what}: refusing to replace it; choose an empty or new folder, "
+                         "or pass --overwrite (save_pretrained(overwrite=True)) to replace it")
 
 
 def load_labels(path: str | Path) -> list[str] | None:

@@ -1,0 +1,92 @@
+"""A training run's folder (`run.out`): a run is never trained over unless asked (`--resume` or
+`run.overwrite=true`), and a lock file keeps two trainings from writing into one folder at once."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vivit.errors import ConfigError, VivitError
+
+RUN_MARKERS = ("last.pt", "best.pt", "best", "metrics.csv")  # a folder holding one of these holds a run
+RUN_OUTPUTS = (*RUN_MARKERS, "training_curves.png")  # removed by run.overwrite=true (with TensorBoard events)
+LOCK_FILE = "train.lock"
+
+
+def run_files(out: Path) -> list[str]:
+    """The names in `out` that show it holds a training run."""
+    return [name for name in RUN_MARKERS if (out / name).exists()]
+
+
+def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that already holds one, unless resuming or overwriting."""
+    found = [] if resume or overwrite else run_files(out)
+    if found:
+        raise ConfigError(f"run.out={out} already holds a training run ({', '.join(found)}): continue it with "
+                          "--resume, train into another folder (run.out=...), or replace it with run.overwrite=true")
+
+
+def clear_run(out: Path) -> None:
+    """Remove the outputs of a previous run (run.overwrite=true), so none of them is mistaken for the new run's."""
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for events in out.glob("events.out.tfevents.*"):
+        events.unlink()
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Hold `out/train.lock` (host and pid of this process) for the block. A lock left by a process of this
+    host that no longer runs (killed) is taken over; one held by a live process, or by another host, refuses."""
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_FILE
+    _acquire(lock)
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _acquire(lock: Path) -> None:
+    for _ in range(2):  # a second try after removing a stale lock
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _live_holder(lock)
+            if holder is None:
+                lock.unlink(missing_ok=True)
+                continue
+            raise VivitError(f"{lock.parent} is in use by another training ({holder}); wait until it ends, "
+                             f"or delete {lock} if no training runs there") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{socket.gethostname()} {os.getpid()}\n")
+        return
+    raise VivitError(f"cannot take the lock {lock}: another training keeps taking it")
+
+
+def _live_holder(lock: Path) -> str | None:
+    """'pid N on HOST' when the lock's process may still run; None when it is gone (a stale lock)."""
+    try:
+        host, pid_text = lock.read_text().split()
+        pid = int(pid_text)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return f"an unreadable lock file {lock}"
+    if host != socket.gethostname():
+        return f"pid {pid} on {host}"
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # a live process of another user
+        pass
+    return f"pid {pid} on {host}"

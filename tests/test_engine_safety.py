@@ -1,0 +1,412 @@
+"""Training and file safety: non-finite steps, run folders and their lock, never deleting what vivit did not
+write, the logged learning rate, bad values as one `error:` line, and GPU paths checked on the CPU."""
+
+import csv
+import importlib
+import math
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_model
+from engine_fixtures import tiny_overrides, write_brightness_videos
+from vivit.cli import main
+from vivit.engine.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
+from vivit.engine.config import OptimSection, load_config
+from vivit.engine.optim import build_optimizer
+from vivit.engine.schedule import build_scheduler
+from vivit.engine.train import train, train_step
+from vivit.errors import ConfigError, VivitError
+
+ROOT = Path(__file__).resolve().parents[1]
+LR = 0.003  # tiny_overrides' optim.lr (no batch scaling)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_brightness_videos(tmp_path_factory.mktemp("videos"))
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    """One finished tiny run (cosine schedule, a row per step), trained with CUBLAS_WORKSPACE_CONFIG unset."""
+    out = tmp_path_factory.mktemp("runs") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+        train(load_config(None, tiny_overrides(data, out, **{"run.log_every": 1})), quiet=True)
+        workspace = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    return out, workspace
+
+
+def metrics(out):
+    with open(out / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def one_line_error(capsys, argv, code=2):
+    assert main(argv) == code
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err, captured.out
+
+
+# Non-finite loss ----------------------------------------------------------------------------------
+def _step(model, videos, precision="fp32", scaler=None):
+    optim = OptimSection(name="sgd", lr=0.1, base_batch_size=None, clip_grad_norm=1.0)
+    optimizer = build_optimizer(model, optim, batch_size=2)
+    scheduler = build_scheduler(optimizer, total_steps=10, warmup_steps=0)
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
+    return train_step(model, optimizer, scheduler, scaler, [(videos, torch.tensor([0, 1]))], optim=optim,
+                      num_classes=3, device=torch.device("cpu"), precision=precision)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_nonfinite_step_changes_no_weight(precision):
+    model = tiny_model("st")
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    videos = torch.randn(2, 3, 4, 16, 16)
+    videos[0, 0, 0, 0, 0] = math.nan
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8, enabled=precision == "fp16")
+    result = _step(model, videos, precision, scaler)
+    assert not result.applied and not math.isfinite(result.grad_norm)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if precision == "fp16":
+        assert scaler.get_scale() == 2.0**7  # GradScaler skipped the step and lowered its scale
+    finite = _step(model, torch.randn(2, 3, 4, 16, 16))
+    assert finite.applied and 0 < finite.grad_norm < math.inf
+
+
+def test_training_stops_after_consecutive_nonfinite_steps(data, tmp_path, monkeypatch):
+    train_module = importlib.import_module("vivit.engine.train")  # `vivit.engine.train` is also the function
+
+    calls = []
+    real = train_module.soft_cross_entropy
+
+    def nan_from_step_4(logits, targets):  # one call per step (no accumulation)
+        calls.append(1)
+        losses = real(logits, targets)
+        return losses * math.nan if len(calls) >= 4 else losses
+
+    monkeypatch.setattr(train_module, "soft_cross_entropy", nan_from_step_4)
+    out = tmp_path / "run"
+    config = load_config(None, tiny_overrides(data, out, **{"run.log_every": 1, "run.max_nonfinite_steps": 3}))
+    with pytest.raises(VivitError, match=r"stopped at step 6: .* 3 consecutive steps .*last finite loss was [0-9.]+ at step 3"):
+        train(config, quiet=True)
+    assert load_checkpoint(out / "last.pt")["step"] == 3  # the end of epoch 1: kept, not overwritten
+    rows = [r for r in metrics(out) if r["kind"] == "step"]
+    assert [r["step"] for r in rows] == ["1", "2", "3", "4", "5", "6"]
+    assert all(0 < float(r["grad_norm"]) < math.inf for r in rows[:3])
+    assert all(math.isnan(float(r["grad_norm"])) for r in rows[3:])
+    assert not (out / "train.lock").exists()
+
+
+def test_a_model_with_nonfinite_logits_is_never_best(data, tmp_path):
+    # SGD without clipping at lr 3e38: the head's weights reach ~1e38 after one step, every logit is +-inf
+    # (yet its arg-max is right for every validation video), every later step is NaN and skipped
+    out = tmp_path / "run"
+    config = load_config(None, tiny_overrides(data, out, **{"optim.name": "sgd", "optim.lr": "3e38",
+                                                            "optim.clip_grad_norm": "null", "run.max_nonfinite_steps": 100}))
+    summary = train(config, quiet=True)
+    assert summary["best_top1"] is None and summary["final"]["top1"] == 1.0
+    assert not (out / "best.pt").exists() and not (out / "best").exists()
+
+
+def test_nonfinite_weights_are_never_saved(data, tmp_path, monkeypatch):
+    train_module = importlib.import_module("vivit.engine.train")
+    real = train_module.train_step
+
+    def poison(model, *args, **kwargs):
+        result = real(model, *args, **kwargs)
+        with torch.no_grad():
+            model.head.bias.fill_(math.inf)
+        return result
+
+    monkeypatch.setattr(train_module, "train_step", poison)
+    out = tmp_path / "run"
+    with pytest.raises(VivitError, match=r"weights are NaN/inf at step 3 \(1 tensors, first head.bias\)"):
+        train(load_config(None, tiny_overrides(data, out)), quiet=True)
+    assert not (out / "last.pt").exists() and not (out / "best.pt").exists()
+
+
+def test_max_nonfinite_steps_must_be_positive():
+    with pytest.raises(ConfigError, match="run.max_nonfinite_steps must be >= 1"):
+        load_config(None, ["run.max_nonfinite_steps=0"])
+
+
+# Logged learning rate and gradient norm -----------------------------------------------------------
+def test_logged_lr_is_the_one_the_step_used(run):
+    out, _ = run
+    rows = metrics(out)
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert len(steps) == 12  # 4 epochs x 3 steps; warmup round(0.5 x 3) = 2 steps, then cosine to 0
+    expected = [LR * (i + 1) / 2 if i < 2 else LR * 0.5 * (1 + math.cos(math.pi * (i - 2) / 10)) for i in range(12)]
+    assert np.allclose([float(r["lr"]) for r in steps], expected, rtol=1e-6)
+    last_epoch = [r for r in rows if r["kind"] == "epoch"][-1]
+    assert float(last_epoch["lr"]) == pytest.approx(expected[-1]) and float(last_epoch["lr"]) > 0
+    assert all(0 < float(r["grad_norm"]) < math.inf for r in steps)
+
+
+# Run folder and lock ------------------------------------------------------------------------------
+def test_a_folder_holding_a_run_is_refused(run, data, capsys):
+    out, _ = run
+    best = (out / "best.pt").read_bytes()
+    err, _ = one_line_error(capsys, ["train", *tiny_overrides(data, out), "--quiet"])
+    assert "already holds a training run" in err and "--resume" in err and "run.overwrite=true" in err
+    assert (out / "best.pt").read_bytes() == best and not (out / "train.lock").exists()
+
+
+def test_overwrite_replaces_the_run(data, tmp_path):
+    out = tmp_path / "run"
+    train(load_config(None, tiny_overrides(data, out, **{"schedule.max_steps": 1})), quiet=True)
+    assert (out / "best.pt").is_file()
+    (out / "events.out.tfevents.1.host").write_text("old")
+    again = tiny_overrides(data, out, **{"schedule.max_steps": 1, "run.overwrite": "true", "data.val_split": "null"})
+    train(load_config(None, again), quiet=True)
+    assert not (out / "best.pt").exists() and not (out / "best").exists()  # no validation: the old best is gone
+    assert load_checkpoint(out / "last.pt")["config"]["data"]["val_split"] is None
+    assert not (out / "events.out.tfevents.1.host").exists()
+
+
+def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(data, tmp_path):
+    import socket
+
+    out = tmp_path / "run"
+    out.mkdir()
+    lock = out / "train.lock"
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}\n")  # a live process holds it
+    config = load_config(None, tiny_overrides(data, out, **{"schedule.max_steps": 1}))
+    with pytest.raises(VivitError, match=f"in use by another training \\(pid {os.getpid()} on"):
+        train(config, quiet=True)
+    assert lock.is_file() and not (out / "metrics.csv").exists()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock.write_text(f"{socket.gethostname()} {dead.pid}\n")  # left by a killed training
+    assert train(config, quiet=True)["step"] == 1
+    assert not lock.exists()
+
+
+def test_the_lock_is_held_while_training(data, tmp_path, monkeypatch):
+    train_module = importlib.import_module("vivit.engine.train")  # `vivit.engine.train` is also the function
+
+    out, seen = tmp_path / "run", []
+    real = train_module.train_step
+
+    def spy(*args, **kwargs):
+        seen.append((out / "train.lock").read_text().split()[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    train(load_config(None, tiny_overrides(data, out, **{"schedule.max_steps": 2})), quiet=True)
+    assert seen == [str(os.getpid())] * 2 and not (out / "train.lock").exists()
+
+
+# Never delete what vivit did not write ------------------------------------------------------------
+def test_save_pretrained_refuses_a_foreign_folder(tmp_path):
+    model = tiny_model("st")
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(VivitError, match="holds notes.txt: refusing to replace it"):
+        model.save_pretrained(folder)
+    assert (folder / "notes.txt").read_text() == "keep me"
+    hf = tmp_path / "hf"  # another library's folder with the same file names
+    hf.mkdir()
+    (hf / "config.json").write_text("{}")
+    (hf / "model.safetensors").write_bytes(b"\0" * 16)
+    with pytest.raises(VivitError, match="is not a vivit model folder"):
+        model.save_pretrained(hf)
+    assert (hf / "config.json").read_text() == "{}"
+    model.save_pretrained(tmp_path / "ours", labels=["a", "b", "c"])
+    model.save_pretrained(tmp_path / "ours")  # a vivit model folder is replaced whole
+    assert not (tmp_path / "ours" / "labels.txt").exists()
+    model.save_pretrained(folder, overwrite=True)
+    assert not (folder / "notes.txt").exists() and (folder / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "mine", "ours"]  # no temporary folders left
+
+
+def test_save_pretrained_keeps_folders_named_like_its_temporaries(tmp_path):
+    (tmp_path / "m.tmp").mkdir()
+    (tmp_path / "m.tmp" / "data.txt").write_text("user data")
+    tiny_model("st").save_pretrained(tmp_path / "m")
+    assert (tmp_path / "m.tmp" / "data.txt").read_text() == "user data"
+
+
+@pytest.mark.parametrize("dst", [".", "sub", ".."])
+def test_convert_refuses_a_dst_overlapping_src(tmp_path, capsys, dst):
+    src = tmp_path / "download"
+    (src / "sub").mkdir(parents=True)
+    (src / "config.json").write_text("{}")
+    (src / "model.safetensors").write_bytes(b"weights")
+    err, _ = one_line_error(capsys, ["convert", "--from", "hf", str(src), str(src / dst), "--overwrite"])
+    assert "overlaps SRC" in err
+    assert (src / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_convert_refuses_a_foreign_dst(tmp_path, capsys):
+    from safetensors.torch import save_file
+    from test_weights_image_vit import timm_layout
+
+    save_file(timm_layout(), str(tmp_path / "vit.safetensors"))
+    dst = tmp_path / "photos"
+    dst.mkdir()
+    (dst / "holiday.jpg").write_bytes(b"jpeg")
+    argv = ["convert", "--from", "image-vit", str(tmp_path / "vit.safetensors"), str(dst), "--frames", "4", "--size", "16"]
+    err, _ = one_line_error(capsys, argv)
+    assert "holds holiday.jpg" in err and "--overwrite" in err
+    assert (dst / "holiday.jpg").read_bytes() == b"jpeg"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    model = tiny_model("st", num_classes=2)
+    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": ["a", "b"]})
+    return path
+
+
+def test_export_never_replaces_a_file_unasked(checkpoint, tmp_path, capsys):
+    before = checkpoint.read_bytes()
+    err, _ = one_line_error(capsys, ["export", str(checkpoint), str(checkpoint), "--overwrite"])
+    assert "would overwrite the checkpoint" in err and checkpoint.read_bytes() == before
+    existing = tmp_path / "model.onnx"
+    existing.write_bytes(b"someone's model")
+    err, _ = one_line_error(capsys, ["export", str(checkpoint), str(existing)])
+    assert "already exists; pass --overwrite" in err and existing.read_bytes() == b"someone's model"
+    err, _ = one_line_error(capsys, ["export", str(checkpoint), str(tmp_path)])
+    assert "is a folder" in err
+    assert main(["export", str(checkpoint), str(existing), "--overwrite"]) == 0
+    assert existing.stat().st_size > 10_000
+
+
+# Config overrides ---------------------------------------------------------------------------------
+def test_a_mapping_override_merges_into_the_files(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  overrides: {width: 32, depth: 2, num_heads: 2}\ndata:\n  augment: {flip: 0.0}\n")
+    config = load_config(path, ["model.overrides={depth: 4}", "data.augment={color_jitter: 0.0}"])
+    assert config.model.overrides == {"width": 32, "depth": 4, "num_heads": 2}
+    assert config.data.augment == {"flip": 0.0, "color_jitter": 0.0}
+    assert load_config(path, ["optim.betas=[0.8, 0.9]"]).optim.betas == (0.8, 0.9)  # other values still replace
+
+
+# Bad values: one error line, exit 2 ---------------------------------------------------------------
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty (0 bytes)"),
+    (b"epoch 1 loss 0.5\n", "not a PyTorch checkpoint"),
+    (None, "not a PyTorch checkpoint"),  # an mp4
+])
+def test_a_file_that_is_not_a_checkpoint(tmp_path, capsys, content, message):
+    path = tmp_path / "model.pt"
+    if content is None:
+        from vivit.data.encode import write_video
+
+        path = tmp_path / "clip.mp4"
+        write_video(path, np.zeros((4, 16, 16, 3), np.uint8), fps=8)
+    else:
+        path.write_bytes(content)
+    for argv in (["eval", str(path), str(tmp_path)], ["predict", str(path), str(tmp_path)],
+                 ["export", str(path), str(tmp_path / "m.onnx")]):
+        err, _ = one_line_error(capsys, argv)
+        assert message in err and "weights_only=False" not in err and "trusted source" not in err
+
+
+def test_a_pickle_with_python_objects_is_refused_without_torchs_advice(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    torch.save({"format": "vivit-train-checkpoint", "obj": Path("x")}, path)
+    err, _ = one_line_error(capsys, ["eval", str(path), str(tmp_path)])
+    assert "Python objects" in err and "weights_only=False" not in err
+
+
+def test_negative_seed_is_refused(capsys, tmp_path):
+    err, _ = one_line_error(capsys, ["train", "run.seed=-1", f"run.out={tmp_path}"])
+    assert "run.seed must be >= 0, got -1" in err
+
+
+@pytest.mark.parametrize("command", ["eval", "predict"])
+def test_negative_workers_is_refused_by_the_parser(capsys, command):
+    with pytest.raises(SystemExit) as e:
+        main([command, "ckpt.pt", "data", "--workers", "-1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "expected an integer >= 0, got -1" in err and "Traceback" not in err
+
+
+def test_unsupported_opset_is_one_line(checkpoint, tmp_path, capsys):
+    err, out = one_line_error(capsys, ["export", str(checkpoint), str(tmp_path / "m.onnx"), "--opset", "5"])
+    assert "--opset 5 is not supported; choose 14..20" in err and out == ""  # no graph dump
+    assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_profile_on_cuda_without_cuda(capsys):
+    err, _ = one_line_error(capsys, ["profile", "vivit-ti-16x2-st", "--frames", "8", "--size", "32", "--device", "cuda"])
+    assert "no CUDA device is available" in err
+
+
+def test_broken_pipe_is_quiet():
+    """`vivit ... | head`: the reader goes away; no error line, no 'Exception ignored' at exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "vivit.cli", "profile", "--list"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.close()  # long before the child has imported torch and printed
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 1 and err == "", err
+
+
+# GPU paths, checked on the CPU --------------------------------------------------------------------
+def test_deterministic_run_sets_the_cublas_workspace(run):
+    _, workspace = run
+    assert workspace == ":4096:8"
+
+
+def test_resume_on_fewer_gpus_restores_the_devices_present(monkeypatch):
+    from vivit.engine.checkpoint import rng_state
+
+    restored = []
+    record = lambda state, device="cuda": restored.append(device)  # noqa: E731
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", record)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state", record)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)] * 2)
+    state = rng_state()  # written on a 2-GPU machine
+    assert len(state["cuda"]) == 2
+    set_rng_state(state)
+    assert restored == [0]
+
+
+def test_torch_minimum_covers_the_apis_used():
+    """torch.compiler.is_exporting, torch.nn.utils.get_total_norm and clip_grads_with_norm_ are from 2.6."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    torch_dep = next(d for d in project["dependencies"] if d.startswith("torch"))
+    minimum = tuple(int(x) for x in torch_dep.split(">=")[1].split(".")[:2])
+    assert minimum >= (2, 6)
+
+
+# The demo's report ---------------------------------------------------------------------------------
+def test_demo_reports_the_best_checkpoint_without_a_trivial_top5(tmp_path, monkeypatch):
+    from vivit.engine import demo
+
+    (tmp_path / "data" / "val").mkdir(parents=True)  # data present: not generated
+    evaluated, trained = [], []
+
+    def fake_train(config, quiet):
+        trained.append(config.run.overwrite)
+        return {"final": {"top1": 0.5}, "best_top1": 0.75}
+
+    def fake_evaluate(checkpoint, data, **kwargs):
+        evaluated.append(Path(checkpoint).name)
+        return {"top1": 0.75, "top5": None, "mean_class_accuracy": 0.75}
+
+    monkeypatch.setattr(demo, "train", fake_train)
+    monkeypatch.setattr(demo, "evaluate_checkpoint", fake_evaluate)
+    summary = demo.run_demo(tmp_path, quiet=True)
+    assert evaluated == ["best.pt", "best.pt"] and trained == [True, True]
+    assert all(r["val_top1_1view"] == 0.75 for r in summary["results"].values())  # best.pt's, not the last epoch's
+    table = demo.format_table(summary)
+    assert "top-5" not in table and "75.0%" in table
