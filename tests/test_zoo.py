@@ -1,19 +1,16 @@
 """Pretrained models by name: registry, download (loopback HTTP server), cache, conversion, CLI.
 
-Offline: every URL is a server on 127.0.0.1 started by the test. Checkpoints are written here as Flax
-writes them (msgpack, ext type 1 = packb((shape, dtype name, raw bytes))) with the Scenic parameter
-names spelled out, not produced by the library."""
+Offline: every URL is a server on 127.0.0.1 started by the test (tests/zoo_fixtures.py), serving Scenic
+checkpoints written as Flax writes them, with the Scenic parameter names spelled out."""
 
 from __future__ import annotations
 
 import contextlib
 import fnmatch
 import hashlib
-import http.server
 import io
 import json
 import os
-import threading
 import tomllib
 from pathlib import Path
 
@@ -21,6 +18,7 @@ import msgpack
 import numpy as np
 import pytest
 import torch
+from zoo_fixtures import Server, flax_msgpack, scenic_params, train_state
 
 import vivit
 from vivit.cli import main
@@ -29,94 +27,9 @@ from vivit.zoo import download, registry
 from vivit.zoo.pretrained import model_dir
 
 OFFICIAL = "https://storage.googleapis.com/scenic-bucket/vivit/"
-D, HEADS, HEAD_DIM, MLP, CLASSES = 32, 2, 16, 64, 2  # tiny Model 1: 8 frames of 16 px, tubelet 2x8x8 -> 16 tokens
 
 
-# Fixtures: a Scenic checkpoint, a loopback server, a registry --------------------------------------
-def scenic_params(seed: int = 0) -> dict:
-    rng = np.random.default_rng(seed)
-    r = lambda *shape: rng.normal(0, 0.2, shape).astype(np.float32)  # noqa: E731
-    ln = lambda: {"scale": 1 + r(D), "bias": r(D)}  # noqa: E731
-    dense = lambda i, o: {"kernel": r(i, o), "bias": r(o)}  # noqa: E731
-    mha = {n: {"kernel": r(D, HEADS, HEAD_DIM), "bias": r(HEADS, HEAD_DIM)} for n in ("query", "key", "value")}
-    mha["out"] = {"kernel": r(HEADS, HEAD_DIM, D), "bias": r(D)}
-    block = {"LayerNorm_0": ln(), "MultiHeadDotProductAttention_0": mha, "LayerNorm_1": ln(),
-             "MlpBlock_0": {"Dense_0": dense(D, MLP), "Dense_1": dense(MLP, D)}}
-    return {"embedding": {"kernel": r(2, 8, 8, 3, D), "bias": r(D)}, "cls": r(1, 1, D),
-            "Transformer": {"posembed_input": {"pos_embedding": r(1, 1 + 16, D)}, "encoderblock_0": block,
-                            "encoder_norm": ln()},
-            "output_projection": dense(D, CLASSES)}
-
-
-def flax_msgpack(tree: dict) -> bytes:
-    """Flax's serialization.msgpack_serialize: ndarrays as ext type 1."""
-    def ext(x):
-        if isinstance(x, np.ndarray):
-            return msgpack.ExtType(1, msgpack.packb((x.shape, x.dtype.name, x.tobytes("C")), use_bin_type=True))
-        raise TypeError(type(x))
-
-    return msgpack.packb(tree, default=ext, use_bin_type=True, strict_types=True)
-
-
-def train_state(params: dict) -> bytes:
-    """A legacy Scenic train state: parameters under optimizer/target, beside momentum buffers and a step."""
-    momentum = json.loads(json.dumps(params, default=lambda a: 0))  # same structure, scalars instead of arrays
-    return flax_msgpack({"optimizer": {"target": params, "state": {"step": 7, "param_states": momentum}},
-                         "global_step": 7, "rng": np.zeros(2, np.uint32)})
-
-
-class Server:
-    """127.0.0.1 HTTP server: `files` by path, Range requests, scripted failures, a log of requests."""
-
-    def __init__(self):
-        self.files: dict[str, bytes] = {}
-        self.status: dict[str, int] = {}        # path -> HTTP error status to answer
-        self.drop_after: dict[str, int] = {}    # path -> bytes sent before the connection is cut (once)
-        self.log: list[tuple[str, str | None]] = []
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            timeout = 10
-
-            def log_message(self, *args):
-                pass
-
-            def do_GET(self):
-                outer.log.append((self.path, self.headers.get("Range")))
-                if self.path in outer.status:
-                    self.send_error(outer.status[self.path])
-                    return
-                if self.path not in outer.files:
-                    self.send_error(404)
-                    return
-                data, start = outer.files[self.path], 0
-                if (spec := self.headers.get("Range")) is not None:
-                    start = int(spec.removeprefix("bytes=").split("-")[0])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(data) - start))
-                self.end_headers()
-                body = data[start:]
-                if (cut := outer.drop_after.pop(self.path, None)) is not None:
-                    self.wfile.write(body[:cut])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
+# Fixtures ------------------------------------------------------------------------------------------
 @pytest.fixture
 def server():
     s = Server()
@@ -366,33 +279,79 @@ def test_unknown_names_suggest_close_ones(zoo):
         vivit.load_pretrained("vivit-b-16x2-kinetic400")
 
 
-def test_hugging_face_entry_from_a_prepopulated_offline_cache(zoo, tmp_path, monkeypatch):
-    pytest.importorskip("huggingface_hub")
-    from safetensors.torch import save_file
+def tiny_transformers_vivit(folder: Path):
+    """A tiny `transformers.VivitForVideoClassification`, saved by transformers itself into `folder`."""
+    transformers = pytest.importorskip("transformers")
+    config = transformers.VivitConfig(image_size=16, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=32,
+                                      num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                      id2label={0: "walking", 1: "running"}, label2id={"walking": 0, "running": 1})
+    torch.manual_seed(0)
+    model = transformers.VivitForVideoClassification(config).eval()
+    model.save_pretrained(folder)
+    return model
 
-    from vivit.weights import hf
 
-    model = vivit.create_model("vivit-ti-16x2-st", num_classes=2, num_frames=8, image_size=16, width=32, depth=1,
-                               num_heads=2, mlp_dim=64, tubelet=(2, 8, 8))
-    snapshot = tmp_path / "hf/hub/models--someone--tiny-vivit/snapshots" / ("a" * 40)
-    snapshot.mkdir(parents=True)
-    config = {"model_type": "vivit", "architectures": ["VivitForVideoClassification"], **hf.hf_config(model.config),
-              "id2label": {"0": "walking", "1": "running"}}
-    (snapshot / "config.json").write_text(json.dumps(config))
-    save_file(hf.to_hf(model), str(snapshot / "model.safetensors"))
-    (tmp_path / "hf/hub/models--someone--tiny-vivit/refs").mkdir()
-    (tmp_path / "hf/hub/models--someone--tiny-vivit/refs/main").write_text("a" * 40)
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+def hub_offline(monkeypatch, hf_home: Path) -> None:
+    """HF_HOME and HF_HUB_OFFLINE=1 (huggingface_hub reads HF_HOME when imported: its cache path is patched too)."""
+    constants = pytest.importorskip("huggingface_hub.constants")
+    monkeypatch.setenv("HF_HOME", str(hf_home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    zoo(**{"someone/tiny-vivit": {"format": "hf", "url": "someone/tiny-vivit", "labels": ["a", "b"]}})
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hf_home / "hub"))
+
+
+@pytest.mark.parametrize("where", ["hub cache", "folder"])
+def test_hugging_face_entries_load_with_transformers_logits(zoo, tmp_path, monkeypatch, where):
+    pytest.importorskip("huggingface_hub")
+    repo = tmp_path / "hf/hub/models--someone--tiny-vivit"
+    folder = repo / "snapshots" / ("a" * 40) if where == "hub cache" else tmp_path / "folder"
+    reference = tiny_transformers_vivit(folder)
+    if where == "hub cache":  # as huggingface_hub lays a downloaded repo out; offline, nothing else is read
+        (repo / "refs").mkdir()
+        (repo / "refs/main").write_text("a" * 40)
+        hub_offline(monkeypatch, tmp_path / "hf")
+    zoo(**{"someone/tiny-vivit": {"format": "hf", "url": "someone/tiny-vivit" if where == "hub cache" else str(folder),
+                                  "labels": ["a", "b"]}})
     with pytest.warns(UserWarning, match="class names differ"):
-        loaded = vivit.load_pretrained("someone/tiny-vivit", quiet=True)
-    assert loaded.labels == ["walking", "running"] and loaded.preprocess.normalisation == "minus_one_one"
-    video = torch.randn(1, 3, 8, 16, 16)
-    torch.testing.assert_close(loaded(video), model.eval()(video))
+        model = vivit.load_pretrained("someone/tiny-vivit", quiet=True)
+    assert model.labels == ["walking", "running"] and model.preprocess.normalisation == "minus_one_one"
+    pixel_values = torch.randn(2, 8, 3, 16, 16)  # HF layout (B, T, C, H, W)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values.transpose(1, 2)), reference(pixel_values=pixel_values).logits,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_a_hub_repo_missing_from_the_offline_cache_is_a_clear_error(zoo, tmp_path, monkeypatch):
+    hub_offline(monkeypatch, tmp_path / "hf")
     zoo(**{"someone/missing": {"format": "hf", "url": "someone/missing"}})
     with pytest.raises(VivitError, match="could not get someone/missing from the Hugging Face Hub \\(offline"):
         vivit.load_pretrained("someone/missing", quiet=True)
+    assert cache_files(tmp_path) == []
+
+
+def test_only_the_parameters_are_decoded(tmp_path):
+    from vivit.weights.scenic import restore_checkpoint
+    from vivit.zoo.scenic_stream import read_params
+
+    undecodable = msgpack.ExtType(1, b"not an array")  # optimiser state that decoding would choke on
+    params = scenic_params()
+    file = tmp_path / "checkpoint"
+    file.write_bytes(flax_msgpack({"optimizer": {"state": {"param_states": undecodable}, "target": params},
+                                   "global_step": undecodable}))
+    read = read_params(file)
+    np.testing.assert_array_equal(read["Transformer"]["encoderblock_0"]["LayerNorm_1"]["scale"],
+                                  params["Transformer"]["encoderblock_0"]["LayerNorm_1"]["scale"])
+    with pytest.raises(Exception):  # the whole-file reader decodes everything
+        restore_checkpoint(file)
+
+
+def test_labels_from_a_file_next_to_the_registry(zoo, tmp_path):
+    (tmp_path / "my_labels.txt").write_text("left\nright\n")
+    zoo(tiny={"url": str(tmp_path / "checkpoint"), "labels": "my_labels.txt"})
+    (tmp_path / "checkpoint").write_bytes(train_state(scenic_params()))
+    assert vivit.load_pretrained("tiny", quiet=True).labels == ["left", "right"]
+    zoo(tiny={"url": str(tmp_path / "checkpoint"), "labels": "kinetics-700"})
+    with pytest.raises(VivitError, match="labels 'kinetics-700' is neither a shipped label set"):
+        vivit.load_pretrained("tiny", quiet=True)
 
 
 def test_load_pretrained_takes_a_folder_or_a_weights_file(zoo, tmp_path):
