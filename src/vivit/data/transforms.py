@@ -157,14 +157,17 @@ def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch
     luma, u, v = (torch.from_numpy(p) for p in frames.planes())
     (sy, sx), bottom, right = frames.chroma, top + side - 1, left + side - 1
     chroma = [p[:, top // sy:bottom // sy + 1, left // sx:right // sx + 1] for p in (u, v)]
-    chroma = [crop(p.repeat_interleave(sy, 1).repeat_interleave(sx, 2), top % sy, left % sx, side, side)
-              for p in chroma]  # each chroma sample over the sy x sx pixels it covers
+    chroma = [crop(p[:, :, None, :, None].expand(-1, -1, sy, -1, sx).flatten(1, 2).flatten(2, 3),
+                   top % sy, left % sx, side, side) for p in chroma]  # each sample over the sy x sx pixels it covers
     yuv = [crop(luma, top, left, side, side), *chroma]
     matrix, offset = _yuv_to_rgb(frames.full_range, frames.bt709)
-    rgb = torch.empty(len(luma), 3, side, side, dtype=torch.uint8)
+    rgb, luma = torch.empty(len(luma), 3, side, side, dtype=torch.uint8), yuv[0].to(torch.float32)
     for c, (row, bias) in enumerate(zip((255 * matrix).tolist(), (255 * offset).tolist())):
-        rgb[:, c] = (yuv[0] * row[0]).add_(yuv[1], alpha=row[1]).add_(yuv[2], alpha=row[2]).add_(bias)\
-            .round_().clamp_(0, 255)
+        value = luma * row[0]
+        for plane, weight in zip(yuv[1:], row[1:]):
+            if weight:  # R has no U term, B no V term
+                value.add_(plane, alpha=weight)
+        rgb[:, c] = value.add_(bias + 0.5).clamp_(0, 255)  # + 0.5 then truncation to uint8: rounding
     return rgb
 
 
