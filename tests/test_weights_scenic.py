@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+import vivit
+from vivit.cli import main
 from vivit.errors import ConfigError, VivitError
 from vivit.weights import scenic
 
@@ -287,3 +289,17 @@ def test_logits_equal_the_official_code(i):
     assert (model.config.classifier, model.config.representation_size) == (case["classifier"], case["representation_size"])
     with torch.no_grad():
         np.testing.assert_allclose(model(video).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_takes_the_classifier_and_source_size(tmp_path, capsys):
+    (tmp_path / "ckpt").write_bytes(msgpack.packb({"params": _encode(official_tree("fdp", size=(32, 16)))}))
+    args = ["convert", "--from", "scenic", str(tmp_path / "ckpt"), str(tmp_path / "out"), "--variant", "fdp",
+            "--source-frames", str(FRAMES), "--source-size", "32", "16"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([*args, "--classifier", "gsp"]) == 0
+    cfg = vivit.load_pretrained(tmp_path / "out").config
+    assert (cfg.classifier, cfg.image_size) == ("gsp", (32, 16))
+    with pytest.warns(UserWarning, match="assuming classifier='gap'"):
+        assert main([*args[:4], str(tmp_path / "out2"), *args[5:]]) == 0
+    assert "classifier 'gap' assumed" in capsys.readouterr().out

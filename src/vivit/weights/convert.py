@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vivit.config import VARIANTS
+from vivit.config import CLASSIFIERS, VARIANTS
 from vivit.errors import VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
@@ -34,6 +34,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--source-frames", type=int, default=32, help="scenic: frames the checkpoint was trained on (default 32)")
     parser.add_argument("--fsa-order", default="time_space", choices=("time_space", "space_time"),
                         help="scenic Model 3: attention order (official default time_space)")
+    parser.add_argument("--classifier", choices=CLASSIFIERS,
+                        help="scenic: the classifier of a checkpoint without cls token (default: gap, with a warning)")
+    parser.add_argument("--source-size", type=int, nargs=2, metavar=("H", "W"),
+                        help="scenic: the input size of a checkpoint with a non-square token grid")
     parser.add_argument("--tubelet-init", default="central_frame", choices=TUBELET_INITS, help="image-vit: 2D-to-3D kernel init")
     parser.add_argument("--fsa-temporal-init", default="copy", choices=image_vit.FSA_TEMPORAL_INITS,
                         help="image-vit Model 3: copy the image attention (official) or zero (paper)")
@@ -66,6 +70,7 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
         labels = hf.labels_from_hf(config) if config is not None else None
     elif args.source == "scenic":
         model, report = scenic.load_scenic(args.src, args.source_frames, args.variant, args.fsa_order,
+                                           classifier=args.classifier, source_size=args.source_size,
                                            **resample, **overrides)
     else:
         image = image_vit.read_image_vit(args.src)
