@@ -71,6 +71,8 @@ FIXTURES = [
     Fixture("vfr.mp4", [*X264, "-bf", "2", "-fps_mode", "vfr", "-video_track_timescale", "1000"],
             VFR,
             "variable frame rate H.264 with B-frames"),
+    Fixture("latin1_title.avi", ["-c:v", "mpeg4", "-q:v", "3", "-metadata", "title=caf\udce9"],
+            note="a title tag in Latin-1, not UTF-8 (the byte 0xe9), as old AVI tools write"),
     Fixture("odd_321x241.mkv", ["-c:v", "ffv1", "-pix_fmt", "yuv420p"],
             lavfi("testsrc=s=321x241:r=25:d=0.12"), "odd size, 4:2:0, lossless"),
     Fixture("odd_321x241.avi", ["-c:v", "mpeg4", "-q:v", "4", "-pix_fmt", "yuv420p"],

@@ -65,7 +65,7 @@ class _Timeline:
     use_dts: bool  # AVI: the decoder's output dts is the display position, the parsed pts are not
 
     def timestamp(self, frame: av.VideoFrame) -> int | None:
-        return frame.dts if self.use_dts else (frame.pts if frame.pts is not None else frame.dts)
+        return _timestamp(frame, self.use_dts)
 
     def first_index(self, timestamp: int) -> int:
         """ceil of the frame's position, less half a tick: a timestamp rounded to the time base still lands on
@@ -74,6 +74,15 @@ class _Timeline:
 
     def seek_target(self, index: int) -> int:
         return self.origin + math.floor(index * self.ticks_per_frame)
+
+
+def _timestamp(frame: av.VideoFrame, use_dts: bool) -> int | None:
+    return frame.dts if use_dts or frame.pts is None else frame.pts
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    """Open for reading; tags that are not UTF-8 (Latin-1 titles in old AVIs) are not an error."""
+    return av.open(str(Path(path)), metadata_errors="replace")
 
 
 def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -90,24 +99,25 @@ def _rewind(container: av.container.InputContainer) -> None:
 def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream
                    ) -> tuple[int, int | None]:
     """(packets of the video stream, ticks they span or None): demuxing only, no decoding."""
-    count, first, end, last_step = 0, None, None, 0
+    starts, steps = [], []
+    count = 0
     for packet in container.demux(stream):
-        if packet.size <= 0:
-            continue
-        count += 1
-        if packet.pts is not None:
-            first = packet.pts if first is None else min(first, packet.pts)
-            end = packet.pts + (packet.duration or 0) if end is None else max(end, packet.pts + (packet.duration or 0))
-            last_step = packet.duration or 0
+        if packet.size > 0:
+            count += 1
+            if packet.pts is not None:
+                starts.append(packet.pts)
+                steps.append(packet.duration or 0)
     _rewind(container)
-    if first is None or count < 2 or end <= first:
+    if len(starts) < 2 or max(starts) == min(starts):
         return count, None
-    if not last_step:  # no packet durations (some VFR Matroska): the mean step stands for the last one
-        end += (end - first) / (count - 1)
-    return count, int(end - first)
+    end = max(start + step for start, step in zip(starts, steps))
+    if not any(steps):  # no packet durations (some VFR Matroska): the mean step stands for the last one
+        end += (end - min(starts)) / (len(starts) - 1)
+    return count, int(end - min(starts))
 
 
-def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> tuple[VideoInfo, _Timeline]:
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+          ) -> tuple[VideoInfo, _Timeline]:
     """Metadata from the headers, the video packets where the header has no complete count, and the first frame
     (PyAV exposes the display matrix only on decoded frames)."""
     width, height = stream.codec_context.width, stream.codec_context.height
@@ -129,23 +139,21 @@ def _info(container: av.container.InputContainer, stream: av.video.stream.VideoS
     rotation = round(-(first.rotation or 0) / 90) % 4 * 90  # PyAV: counter-clockwise degrees in [-180, 180]
     if rotation in (90, 270):
         width, height = height, width
-    use_dts = container.format.name == "avi"
-    origin = first.dts if use_dts else (first.pts if first.pts is not None else first.dts)
-    timeline = _Timeline(origin or 0, 1 / (Fraction(rate) * stream.time_base), use_dts)
-    rate = Fraction(rate)
+    use_dts, rate = container.format.name == "avi", Fraction(rate)
+    timeline = _Timeline(_timestamp(first, use_dts) or 0, 1 / (rate * stream.time_base), use_dts)
     return VideoInfo(frames=int(frames), fps=float(rate), duration=float(frames / rate), width=width,
                      height=height, rotation=rotation), timeline
 
 
 def probe(path: str | Path) -> VideoInfo:
     """Metadata of a video file: headers, video packets where needed, and its first frame for the rotation."""
-    with av.open(str(Path(path))) as container:
+    with _open(path) as container:
         return _info(container, _video_stream(container))[0]
 
 
 def count_frames(path: str | Path) -> tuple[int, int]:
     """(frames that decode, frames the file promises: the larger of the header's count and `probe`'s)."""
-    with av.open(str(Path(path))) as container:
+    with _open(path) as container:
         stream = _video_stream(container)
         info, _ = _info(container, stream)
         return sum(1 for _ in container.decode(stream)), max(info.frames, stream.frames)
@@ -258,8 +266,7 @@ def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
                convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
     """Open once, read the metadata, choose indices, decode them upright with the converter made for this video
     (the converter sees frames of the displayed size `info.height` x `info.width`)."""
-    path = Path(path)
-    with av.open(str(path)) as container:
+    with _open(path) as container:
         stream = _video_stream(container)
         if threads:  # frame + slice threads: faster alone, no gain when DataLoader workers already fill the cores
             stream.thread_type = "AUTO"
