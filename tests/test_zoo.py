@@ -61,8 +61,10 @@ def zoo(tmp_path, monkeypatch):
 
 
 def cache_files(tmp_path: Path) -> list[str]:
+    """Files in the model cache, but for the bookkeeping record of what a download folder is for."""
     root = tmp_path / "home" / "models"
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    files = root.rglob("*") if root.exists() else []
+    return sorted(str(p.relative_to(root)) for p in files if p.is_file() and p.name != "zoo_source.json")
 
 
 # The shipped registry ---------------------------------------------------------------------------------
@@ -169,6 +171,17 @@ def test_download_convert_cache_then_offline_from_cache(zoo, server, tmp_path, m
     video = torch.randn(1, 3, 8, 16, 16)
     torch.testing.assert_close(again(video), model(video))
     assert again.labels == ["bright", "dark"]
+
+
+def test_a_changed_registry_entry_is_converted_again(zoo, server):
+    server.files["/v1/checkpoint"] = train_state(scenic_params(seed=1))
+    server.files["/v2/checkpoint"] = train_state(scenic_params(seed=2))
+    zoo(tiny={"url": server.url + "/v1/checkpoint"})
+    first = vivit.load_pretrained("tiny", quiet=True).head.weight
+    zoo(tiny={"url": server.url + "/v2/checkpoint"})  # e.g. a VIVIT_ZOO override pointing elsewhere
+    second = vivit.load_pretrained("tiny", quiet=True).head.weight
+    torch.testing.assert_close(second, torch.from_numpy(scenic_params(seed=2)["output_projection"]["kernel"].T))
+    assert not torch.equal(first, second)
 
 
 def test_offline_without_cache_is_a_clear_error(zoo, server, monkeypatch):

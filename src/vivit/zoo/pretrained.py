@@ -9,8 +9,10 @@ zoo_source.json, the registry fields the conversion used; another value there me
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import sys
 import urllib.parse
 import warnings
@@ -40,8 +42,20 @@ def model_dir(entry: ModelEntry) -> Path:
     return entry_dir(entry) / "model"
 
 
-def source_record(entry: ModelEntry) -> dict[str, Any]:
-    return {k: v for k, v in entry.to_dict().items() if k in SOURCE_FIELDS}
+def source_record(entry: ModelEntry, fields: tuple[str, ...] = SOURCE_FIELDS) -> dict[str, Any]:
+    return {k: v for k, v in entry.to_dict().items() if k in fields}
+
+
+def download_dir(entry: ModelEntry) -> Path:
+    """`<entry>/download/`, emptied first when it holds the file of another url/size/sha256 (a changed entry)."""
+    folder = entry_dir(entry) / "download"
+    record = json.dumps(source_record(entry, ("url", "size", "sha256")), indent=2) + "\n"
+    marker = folder / SOURCE_FILE
+    if folder.exists() and not (marker.is_file() and marker.read_text(encoding="utf-8") == record):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(record, encoding="utf-8")
+    return folder
 
 
 def is_cached(entry: ModelEntry) -> bool:
@@ -79,8 +93,8 @@ def resolve_labels(entry: ModelEntry, quiet: bool = True) -> list[str]:
                          f"({', '.join(shipped_label_sets())}) nor a path/URL of a labels.txt")
     if not download.is_remote(spec) and not spec.startswith("file:") and not Path(spec).expanduser().is_absolute():
         spec = str(Path(entry.source).parent / spec)
-    name = Path(urllib.parse.urlsplit(spec).path).name or "labels.txt"
-    path = download.fetch(spec, entry_dir(entry) / "download" / name, quiet=quiet)
+    name = f"labels-{hashlib.sha256(spec.encode()).hexdigest()[:12]}.txt"  # one file per labels URL
+    path = download.fetch(spec, entry_dir(entry) / name, quiet=quiet)
     return read_labels(path)
 
 
@@ -131,7 +145,7 @@ def _convert(entry: ModelEntry, quiet: bool) -> tuple[ViViT, list[str] | None, P
         return model, hf.labels_from_hf(config) if config else None, None
     registry_dir = Path(entry.source).parent
     url = download.resolve_url(entry.url, registry_dir)
-    raw = entry_dir(entry) / "download" / (Path(urllib.parse.urlsplit(url).path).name or "checkpoint")
+    raw = download_dir(entry) / (Path(urllib.parse.urlsplit(url).path).name or "checkpoint")
     path = download.fetch(url, raw, size=entry.size, sha256=entry.sha256, quiet=quiet)
     fetched = path if path == raw else None
     try:
