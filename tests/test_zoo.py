@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import threading
 import tomllib
 from pathlib import Path
 
@@ -61,10 +62,11 @@ def zoo(tmp_path, monkeypatch):
 
 
 def cache_files(tmp_path: Path) -> list[str]:
-    """Files in the model cache, but for the bookkeeping record of what a download folder is for."""
+    """Files in the model cache, but for bookkeeping: what a download folder is for, and lock files."""
     root = tmp_path / "home" / "models"
     files = root.rglob("*") if root.exists() else []
-    return sorted(str(p.relative_to(root)) for p in files if p.is_file() and p.name != "zoo_source.json")
+    return sorted(str(p.relative_to(root)) for p in files
+                  if p.is_file() and p.name != "zoo_source.json" and p.suffix != ".lock")
 
 
 # The shipped registry ---------------------------------------------------------------------------------
@@ -182,6 +184,33 @@ def test_a_changed_registry_entry_is_converted_again(zoo, server):
     second = vivit.load_pretrained("tiny", quiet=True).head.weight
     torch.testing.assert_close(second, torch.from_numpy(scenic_params(seed=2)["output_projection"]["kernel"].T))
     assert not torch.equal(first, second)
+
+
+def test_concurrent_first_loads_download_once(zoo, server):
+    server.files["/tiny/checkpoint"] = train_state(scenic_params())
+    server.stall["/tiny/checkpoint"] = 0.3  # the first transfer is slow: the other loader must wait, not download
+    zoo(tiny={"url": server.url + "/tiny/checkpoint"})
+    models = []
+    threads = [threading.Thread(target=lambda: models.append(vivit.load_pretrained("tiny", quiet=True))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(models) == 2 and server.log == [("/tiny/checkpoint", None)]
+    torch.testing.assert_close(models[0].head.weight, models[1].head.weight)
+
+
+def test_a_stalled_server_times_out_and_is_retried(zoo, server, tmp_path, monkeypatch):
+    data = train_state(scenic_params())
+    server.files["/slow"] = data
+    server.stall["/slow"] = 1.0
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.2)
+    dest = tmp_path / "slow"
+    with pytest.raises(VivitError, match=f"download failed: {server.url}/slow: network error: .*timed out"):
+        download.fetch(server.url + "/slow", dest, retries=1, quiet=True)
+    server.stall["/slow"] = 1.0
+    assert download.fetch(server.url + "/slow", dest, retries=2, quiet=True).read_bytes() == data
+    assert len(server.log) == 3
 
 
 def test_offline_without_cache_is_a_clear_error(zoo, server, monkeypatch):

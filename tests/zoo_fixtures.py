@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 
 import msgpack
 import numpy as np
@@ -55,6 +56,7 @@ class Server:
         self.files: dict[str, bytes] = {}
         self.status: dict[str, int] = {}        # path -> HTTP error status to answer
         self.drop_after: dict[str, int] = {}    # path -> bytes sent before the connection is cut (once)
+        self.stall: dict[str, float] = {}       # path -> seconds to wait before answering (once)
         self.log: list[tuple[str, str | None]] = []
         outer = self
 
@@ -66,6 +68,7 @@ class Server:
 
             def do_GET(self):
                 outer.log.append((self.path, self.headers.get("Range")))
+                time.sleep(outer.stall.pop(self.path, 0.0))
                 if self.path in outer.status:
                     self.send_error(outer.status[self.path])
                     return

@@ -8,6 +8,7 @@ zoo_source.json, the registry fields the conversion used; another value there me
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -17,6 +18,7 @@ import sys
 import urllib.parse
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from vivit.config import ViViTConfig
@@ -181,12 +183,35 @@ def _refuse(entry: ModelEntry, url: str, fetched: Path | None, error: Exception)
     raise VivitError(f"{entry.name}: {url} is not a usable {entry.format} checkpoint: {missing}{detail}{gone}") from None
 
 
+@contextlib.contextmanager
+def _locked(entry: ModelEntry) -> Iterator[None]:
+    """One process (or thread) at a time downloads and converts an entry; the others wait, then find it cached."""
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks (Windows): concurrent first loads each download
+        yield
+        return
+    lock = entry_dir(entry).with_name(f".{entry_dir(entry).name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def ensure_cached(entry: ModelEntry, quiet: bool = False) -> Path:
     """The converted model folder of `entry`, downloading and converting it when the cache lacks it."""
     _check_supported(entry)
-    folder = model_dir(entry)
     if is_cached(entry):
-        return folder
+        return model_dir(entry)
+    with _locked(entry):
+        return model_dir(entry) if is_cached(entry) else _download_and_convert(entry, quiet)
+
+
+def _download_and_convert(entry: ModelEntry, quiet: bool) -> Path:
+    folder = model_dir(entry)
     model, own_labels, fetched = _convert(entry, quiet)
     labels = resolve_labels(entry, quiet)
     try:
