@@ -113,7 +113,8 @@ def test_a_model_with_nonfinite_logits_is_never_best(data, tmp_path):
     # (yet its arg-max is right for every validation video), every later step is NaN and skipped
     out = tmp_path / "run"
     config = load_config(None, tiny_overrides(data, out, **{"optim.name": "sgd", "optim.lr": "3e38",
-                                                            "optim.clip_grad_norm": "null", "run.max_nonfinite_steps": 100}))
+                                                            "optim.clip_grad_norm": "null", "run.max_nonfinite_steps": 100,
+                                                            "schedule.epochs": 1}))
     summary = train(config, quiet=True)
     assert summary["best_top1"] is None and summary["final"]["top1"] == 1.0
     assert not (out / "best.pt").exists() and not (out / "best").exists()
@@ -251,14 +252,11 @@ def test_convert_refuses_a_dst_overlapping_src(tmp_path, capsys, dst):
 
 
 def test_convert_refuses_a_foreign_dst(tmp_path, capsys):
-    from safetensors.torch import save_file
-    from test_weights_image_vit import timm_layout
-
-    save_file(timm_layout(), str(tmp_path / "vit.safetensors"))
+    (tmp_path / "vit.safetensors").write_bytes(b"never read: DST is checked first")
     dst = tmp_path / "photos"
     dst.mkdir()
     (dst / "holiday.jpg").write_bytes(b"jpeg")
-    argv = ["convert", "--from", "image-vit", str(tmp_path / "vit.safetensors"), str(dst), "--frames", "4", "--size", "16"]
+    argv = ["convert", "--from", "image-vit", str(tmp_path / "vit.safetensors"), str(dst)]
     err, _ = one_line_error(capsys, argv)
     assert "holds holiday.jpg" in err and "--overwrite" in err
     assert (dst / "holiday.jpg").read_bytes() == b"jpeg"
