@@ -233,6 +233,7 @@ def test_model3_layernorm_time_fresh_attention_copied_into_both():
         assert torch.equal(sd[b + "norm_time.weight"], torch.ones(D))  # LayerNorm_time: scale 1, bias 0
         assert torch.equal(sd[b + "norm_time.bias"], torch.zeros(D))
         assert {b + "norm_time.weight", b + "norm_time.bias"} <= set(report.missing)
+    assert "not loaded (kept at init): encoder.blocks.*.norm_time" in report.summary().splitlines()[3]
     with pytest.raises(ConfigError, match="fsa_temporal_init='zero' needs recipe='default'"):
         init_from_image_vit(video_model("fsa"), src, recipe="scenic", fsa_temporal_init="zero")
     default = video_model("fsa")

@@ -106,6 +106,10 @@ def load_state_dict(
                                 ("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)):
         if mode not in allowed:
             raise ConfigError(f"{name}={mode!r} is not allowed; choose one of {list(allowed)}")
+    for name, mode, allowed in (("pos_spatial", pos_spatial, posembed.SPATIAL_MODES),
+                                ("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)):
+        if mode not in allowed:
+            raise ConfigError(f"{name}={mode!r} is not allowed; choose one of {list(allowed)}")
     own = model.state_dict()
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
