@@ -164,6 +164,17 @@ def test_a_folder_holding_a_run_is_refused(run, data, capsys):
     assert (out / "best.pt").read_bytes() == best and not (out / "train.lock").exists()
 
 
+def test_resume_without_last_pt_does_not_start_over_a_run(run, data, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run[0], out)
+    (out / "last.pt").unlink()
+    with pytest.raises(ConfigError, match="holds a run .* but no last.pt to continue from"):
+        train(load_config(None, tiny_overrides(data, out)), resume=True, quiet=True)
+    assert (out / "best.pt").is_file()
+
+
 def test_overwrite_replaces_the_run(data, tmp_path):
     out = tmp_path / "run"
     train(load_config(None, tiny_overrides(data, out, **{"schedule.max_steps": 1})), quiet=True)
@@ -266,7 +277,8 @@ def test_convert_refuses_a_foreign_dst(tmp_path, capsys):
 def checkpoint(tmp_path_factory):
     model = tiny_model("st", num_classes=2)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config.to_dict(), "classes": ["a", "b"]})
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.config.to_dict(),
+                           "classes": ["bright", "dark"]})
     return path
 
 
@@ -360,6 +372,19 @@ def test_broken_pipe_is_quiet():
 def test_deterministic_run_sets_the_cublas_workspace(run):
     _, workspace = run
     assert workspace == ":4096:8"
+
+
+def test_eval_runs_at_the_training_precision(checkpoint, data, capsys, monkeypatch):
+    from vivit.engine import build, evaluate
+
+    used, real = [], build.autocast
+    monkeypatch.setattr(evaluate, "autocast", lambda device, precision: used.append(precision) or real(device, precision))
+    monkeypatch.setattr(evaluate, "inference_precision", lambda config, device: "bf16")  # as on CUDA for an auto run
+    argv = ["eval", str(checkpoint), str(data), "--views", "1x1", "--workers", "0", "--quiet", "--json"]
+    assert main(argv) == 0 and set(used) == {"bf16"}
+    used.clear()
+    assert main([*argv, "--precision", "fp32"]) == 0 and set(used) == {"fp32"}
+    capsys.readouterr()
 
 
 def test_resume_on_fewer_gpus_restores_the_devices_present(monkeypatch):

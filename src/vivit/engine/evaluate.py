@@ -16,7 +16,7 @@ from vivit.cli import non_negative_int, positive_int
 from vivit.data.sources import parse_split
 from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
-from vivit.engine.build import autocast, resolve_device, resolve_precision
+from vivit.engine.build import AUTOCAST_DTYPES, autocast, resolve_device, resolve_precision
 from vivit.engine.logging import progress
 from vivit.engine.metrics import AGGREGATIONS, ClassificationReport, aggregate_views
 from vivit.errors import ConfigError, DataError
@@ -110,9 +110,10 @@ def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str = "4x3",
                         aggregation: str = "logits", frame_stride: int | None = None, batch_size: int = 8,
-                        num_workers: int = 2, device: str = "auto", out: str | Path | None = None,
-                        quiet: bool = False) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`."""
+                        num_workers: int = 2, device: str = "auto", precision: str | None = None,
+                        out: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`.
+    `precision` None: the training run's on CUDA (`inference_precision`), fp32 on the CPU."""
     from vivit.engine.checkpoint import load_model
     from vivit.engine.plots import confusion_matrix
 
@@ -123,7 +124,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     classes = loaded.classes
     scores, labels, _, skipped = score_views(
         loaded, data, views=(clips, crops), split=split, frame_stride=frame_stride, aggregation=aggregation,
-        batch_size=batch_size, num_workers=num_workers, device=device, quiet=quiet, desc=f"eval {views}")
+        batch_size=batch_size, num_workers=num_workers, device=device, precision=precision, quiet=quiet,
+        desc=f"eval {views}")
     if len(labels) == 0:
         raise DataError(f"no video of {data} could be decoded")
     report = ClassificationReport.from_scores(scores, labels, len(classes))
@@ -181,6 +183,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--workers", type=non_negative_int, default=2, help="decoding processes (0: in this one)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default=None, choices=("fp32", *AUTOCAST_DTYPES),
+                        help="autocast precision (default: the training run's on CUDA, fp32 on CPU)")
     parser.add_argument("--out", default=None, help="folder for report.json and confusion.png")
     parser.add_argument("--json", action="store_true", help="print the JSON report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -189,6 +193,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, views=args.views, aggregation=args.aggregate,
                                  frame_stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
-                                 device=args.device, out=args.out, quiet=args.quiet)
+                                 device=args.device, precision=args.precision, out=args.out, quiet=args.quiet)
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     return 0

@@ -22,10 +22,14 @@ def run_files(out: Path) -> list[str]:
     return [name for name in RUN_MARKERS if (out / name).exists()]
 
 
-def check_run_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to start a new run in a folder that already holds one, unless resuming or overwriting."""
-    found = [] if resume or overwrite else run_files(out)
-    if found:
+def check_run_folder(out: Path, *, resume: str | Path | bool, overwrite: bool) -> None:
+    """Refuse to start a new run in a folder that already holds one, unless overwriting; `--resume` without
+    a path needs `out/last.pt` there when the folder holds a run."""
+    found = [] if overwrite or (resume and resume is not True) else run_files(out)
+    if resume is True and found and not (out / "last.pt").is_file():
+        raise ConfigError(f"--resume: run.out={out} holds a run ({', '.join(found)}) but no last.pt to continue "
+                          "from; give --resume CKPT, or replace the run with run.overwrite=true")
+    if found and resume is not True:
         raise ConfigError(f"run.out={out} already holds a training run ({', '.join(found)}): continue it with "
                           "--resume, train into another folder (run.out=...), or replace it with run.overwrite=true")
 

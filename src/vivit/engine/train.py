@@ -137,7 +137,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool = False, quiet: bool
     A `run.out` that holds a run is refused unless resuming or `run.overwrite`; the main process holds
     `run.out/train.lock` while it trains."""
     out = Path(config.run.out)
-    check_run_folder(out, resume=bool(resume), overwrite=config.run.overwrite)
+    check_run_folder(out, resume=resume, overwrite=config.run.overwrite)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 alone writes the folder
         return _train(config, resume=resume, quiet=quiet, stop_after_steps=stop_after_steps)
     with run_lock(out):
