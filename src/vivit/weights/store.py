@@ -68,11 +68,12 @@ def block_depth(keys: Iterable[str], pattern: str) -> int:
 
 
 def _group(keys: list[str]) -> list[str]:
-    """Collapse `x.blocks.3.attn.qkv.weight`-style runs into `x.blocks.*` for a readable summary."""
+    """Collapse `x.blocks.3.attn.qkv.weight`-style runs into `x.blocks.*.attn.qkv` (every block, weight
+    and bias) for a readable summary that still names the layer."""
     out: list[str] = []
     for k in keys:
         parts = k.split(".")
-        short = ".".join(parts[:2]) + ".*" if len(parts) > 2 and parts[1] == "blocks" else k
+        short = ".".join([*parts[:2], "*", *parts[3:-1]]) if len(parts) > 4 and parts[1] == "blocks" else k
         if short not in out:
             out.append(short)
     return out
@@ -102,10 +103,6 @@ def load_state_dict(
     made for another token grid (`posembed.resample` modes `pos_spatial`, `pos_temporal`; the official
     Scenic `tile` of a frame-count change is `pos_temporal="tile"`). Keys starting with an
     `allow_missing` prefix may be absent."""
-    for name, mode, allowed in (("pos_spatial", pos_spatial, posembed.SPATIAL_MODES),
-                                ("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)):
-        if mode not in allowed:
-            raise ConfigError(f"{name}={mode!r} is not allowed; choose one of {list(allowed)}")
     for name, mode, allowed in (("pos_spatial", pos_spatial, posembed.SPATIAL_MODES),
                                 ("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)):
         if mode not in allowed:
