@@ -6,20 +6,17 @@ checkpoints written as Flax writes them, with the Scenic parameter names spelled
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import hashlib
 import io
 import json
-import os
 import threading
-import tomllib
 from pathlib import Path
 
 import msgpack
 import numpy as np
 import pytest
 import torch
-from zoo_fixtures import Server, flax_msgpack, scenic_params, train_state
+from zoo_fixtures import cache_files, flax_msgpack, scenic_params, server, train_state, zoo  # noqa: F401 (fixtures)
 
 import vivit
 from vivit.cli import main
@@ -28,122 +25,6 @@ from vivit.zoo import download, registry
 from vivit.zoo.pretrained import model_dir
 
 OFFICIAL = "https://storage.googleapis.com/scenic-bucket/vivit/"
-
-
-# Fixtures ------------------------------------------------------------------------------------------
-@pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def zoo(tmp_path, monkeypatch):
-    """An empty cache and an extra registry file; returns a function that writes [[model]] tables."""
-    for name in ("VIVIT_OFFLINE", "VIVIT_ZOO_URL", "HF_HUB_OFFLINE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("VIVIT_HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
-    extra = tmp_path / "extra.toml"
-    extra.write_text("")
-    monkeypatch.setenv("VIVIT_ZOO", str(extra))
-
-    def register(**tables: dict) -> Path:
-        lines = []
-        for name, t in tables.items():
-            t = {"format": "scenic", "variant": "st", "frames": 8, "labels": ["bright", "dark"], "stride": 1,
-                 "short_side": 16, "crop": 16, "views": "1x1", **t}
-            lines.append(f"[[model]]\nname = {json.dumps(name)}\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items()))
-        extra.write_text("\n".join(lines))
-        return extra
-
-    return register
-
-
-def cache_files(tmp_path: Path) -> list[str]:
-    """Files in the model cache, but for bookkeeping: what a download folder is for, and lock files."""
-    root = tmp_path / "home" / "models"
-    files = root.rglob("*") if root.exists() else []
-    return sorted(str(p.relative_to(root)) for p in files
-                  if p.is_file() and p.name != "zoo_source.json" and p.suffix != ".lock")
-
-
-# The shipped registry ---------------------------------------------------------------------------------
-def test_shipped_registry_has_the_six_models_with_their_preprocessing(monkeypatch):
-    monkeypatch.delenv("VIVIT_ZOO", raising=False)
-    entries = registry.load_registry()
-    expected = {  # name: (url under the official base, variant, stride, views, reported accuracy, classes)
-        "vivit-b-16x2-kinetics400": ("kinetics_400/vivit_base_16x2_unfactorized/checkpoint", "st", 2, "4x3", 79.9, 400),
-        "vivit-b-16x2-fe-kinetics400": ("kinetics_400/vivit_base_16x2_fe/checkpoint", "fe", 2, "4x3", 78.4, 400),
-        "vivit-l-16x2-fe-kinetics400": ("kinetics_400/vivit_large_16x2_fe/checkpoint", "fe", 2, "4x3", 80.3, 400),
-        "vivit-l-16x2-fe-kinetics600": ("kinetics_600/vivit_large_16x2_fe/checkpoint", "fe", 2, "4x3", 81.6, 600),
-        "vivit-l-16x2-fe-epic-kitchens": ("epic_kitchens/vivit_large_16x2_fe/checkpoint", "fe", 1, "4x1", 43.6, 397),
-    }
-    assert set(entries) == {*expected, "google/vivit-b-16x2-kinetics400"}
-    for name, (path, variant, stride, views, accuracy, classes) in expected.items():
-        e = entries[name]
-        assert (e.format, e.url, e.variant, e.frames) == ("scenic", OFFICIAL + path, variant, 32)
-        assert (e.stride, e.short_side, e.crop, e.normalisation, e.views) == (stride, 256, 224, "minus_one_one", views)
-        assert e.accuracy == accuracy and len(registry.shipped_labels(e.labels)) == classes
-    hf = entries["google/vivit-b-16x2-kinetics400"]
-    assert (hf.format, hf.url, hf.variant, hf.frames, hf.labels) == ("hf", "google/vivit-b-16x2-kinetics400", "st", 32, "kinetics400")
-    ek = entries["vivit-l-16x2-fe-epic-kitchens"]
-    assert ek.class_splits == (300, 97) and ek.split_names == ("noun", "verb")
-
-
-def test_shipped_label_sets_are_in_output_order():
-    k400, k600, ek = (registry.shipped_labels(n) for n in ("kinetics400", "kinetics600", "epic-kitchens-100"))
-    assert len(set(k400)) == 400 and len(set(k600)) == 600
-    assert k400[:3] == ["abseiling", "air drumming", "answering questions"] and k400[-1] == "zumba"
-    assert k600[:3] == ["abseiling", "acting in play", "adjusting glasses"] and k600[-1] == "zumba"
-    # EPIC_100_noun_classes.csv ids 0.. then EPIC_100_verb_classes.csv ids 0.. (class_splits [300, 97])
-    assert ek[:3] == ["tap", "spoon", "plate"] and ek[300:303] == ["take", "put", "wash"]
-
-
-def test_registry_and_labels_ship_in_the_wheel():
-    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    patterns = pyproject["tool"]["setuptools"]["package-data"]["vivit.zoo"]
-    zoo = Path(registry.__file__).parent
-    for file in [zoo / "registry.toml", *(zoo / "labels").glob("*.txt")]:
-        assert any(fnmatch.fnmatch(str(file.relative_to(zoo)), p) for p in patterns), file
-    assert "huggingface_hub" in pyproject["project"]["optional-dependencies"]["hub"][0]
-
-
-@pytest.mark.parametrize("change, field", [
-    ({"format": "onnx"}, "'format' = 'onnx' is not allowed; choose one of ['scenic', 'hf', 'vivit']"),
-    ({"variant": "model2"}, "'variant' = 'model2' is not allowed"),
-    ({"frames": 0}, "'frames' must be a positive integer"),
-    ({"frames": "32"}, "'frames' must be a positive integer"),
-    ({"views": "4x2"}, "'views' = '4x2' must be CLIPSxCROPS"),
-    ({"sha256": "abc"}, "'sha256' must be 64 lower-case hex digits"),
-    ({"normalisation": "imagenet"}, "'normalisation' = 'imagenet' is not allowed"),
-    ({"colour": "red"}, "unknown field 'colour'"),
-    ({"class_splits": [1, 1]}, "'class_splits' and 'split_names' go together"),
-])
-def test_invalid_registry_entries_name_the_field(zoo, change, field):
-    zoo(bad={"url": "x", **change})
-    with pytest.raises(ConfigError, match="model 'bad'") as e:
-        registry.load_registry()
-    assert field in str(e.value)
-
-
-def test_missing_contract_field_is_named(zoo, tmp_path):
-    (tmp_path / "extra.toml").write_text('[[model]]\nname = "m"\nformat = "scenic"\nurl = "x"\nvariant = "st"\nlabels = "kinetics400"\n')
-    with pytest.raises(ConfigError, match="missing field 'frames'"):
-        registry.load_registry()
-
-
-def test_vivit_zoo_files_are_merged_in_order_and_same_name_overrides(zoo, tmp_path, monkeypatch):
-    first = zoo(**{"vivit-b-16x2-kinetics400": {"url": "http://127.0.0.1:1/mine"}, "mine": {"url": "a"}})
-    second = tmp_path / "second.toml"
-    second.write_text('[[model]]\nname = "mine"\nformat = "vivit"\nurl = "b"\nvariant = "fe"\nframes = 4\nlabels = "kinetics600"\n')
-    monkeypatch.setenv("VIVIT_ZOO", os.pathsep.join([str(first), str(second)]))
-    entries = registry.load_registry()
-    assert entries["vivit-b-16x2-kinetics400"].url == "http://127.0.0.1:1/mine"
-    assert entries["vivit-b-16x2-kinetics400"].source == str(first)
-    assert (entries["mine"].format, entries["mine"].url, entries["mine"].source) == ("vivit", "b", str(second))
-    assert len(entries) == 7
 
 
 # Download, cache, conversion ---------------------------------------------------------------------------
@@ -446,3 +327,19 @@ def test_predict_a_video_with_a_model_name(zoo, server, tmp_path):
     assert sum(p["probability"] for p in predictions) == pytest.approx(1.0, abs=1e-5)
     code, again = run_cli(["predict", "tiny", str(video), "--json", "--quiet", "--top-k", "2"])  # positional form
     assert code == 0 and json.loads(again)["results"] == result["results"]
+
+
+def test_eval_by_model_name_uses_the_registry_preprocessing(zoo, server, tmp_path):
+    from engine_fixtures import write_brightness_videos
+
+    server.files["/tiny/checkpoint"] = train_state(scenic_params())
+    zoo(tiny={"url": server.url + "/tiny/checkpoint"})
+    data = write_brightness_videos(tmp_path / "data", per_class=0, val_per_class=2, frames=8, size=16)
+    code, out = run_cli(["eval", "tiny", str(data), "--views", "1x1", "--json", "--quiet", "--workers", "0"])
+    report = json.loads(out)
+    assert code == 0 and report["num_samples"] == 4 and report["classes"] == ["bright", "dark"]
+    from vivit.engine.checkpoint import load_model
+    from vivit.engine.evaluate import eval_preprocessing
+
+    stride, augment = eval_preprocessing(load_model("tiny").train_config)
+    assert (stride, augment.short_side, augment.normalization) == (1, 16, "minus_one_one")

@@ -1,4 +1,5 @@
-"""Shared by tests/test_zoo.py: a tiny Scenic checkpoint written as Flax writes it, and a loopback HTTP server.
+"""Shared by the zoo tests: a tiny Scenic checkpoint written as Flax writes it, a loopback HTTP server, and
+the `server` / `zoo` fixtures (an empty cache and an extra registry).
 
 The checkpoint spells the Scenic parameter names out (not produced by the library): a Model 1 with width
 32, 2 heads, one block, 8 frames of 16 px and tubelet 2x8x8 (16 tokens), 2 classes. Flax's msgpack
@@ -10,9 +11,13 @@ import http.server
 import json
 import threading
 import time
+from pathlib import Path
 
 import msgpack
 import numpy as np
+import pytest
+
+from vivit.zoo import download
 
 D, HEADS, HEAD_DIM, MLP, CLASSES = 32, 2, 16, 64, 2  # tiny Model 1: 8 frames of 16 px, tubelet 2x8x8 -> 16 tokens
 
@@ -101,3 +106,41 @@ class Server:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch):
+    """An empty cache and an extra registry file; returns a function that writes [[model]] tables."""
+    for name in ("VIVIT_OFFLINE", "VIVIT_ZOO_URL", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VIVIT_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(download, "BACKOFF_S", 0.0)
+    extra = tmp_path / "extra.toml"
+    extra.write_text("")
+    monkeypatch.setenv("VIVIT_ZOO", str(extra))
+
+    def register(**tables: dict) -> Path:
+        lines = []
+        for name, t in tables.items():
+            t = {"format": "scenic", "variant": "st", "frames": 8, "labels": ["bright", "dark"], "stride": 1,
+                 "short_side": 16, "crop": 16, "views": "1x1", **t}
+            lines.append(f"[[model]]\nname = {json.dumps(name)}\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in t.items()))
+        extra.write_text("\n".join(lines))
+        return extra
+
+    return register
+
+
+def cache_files(tmp_path: Path) -> list[str]:
+    """Files in the model cache, but for bookkeeping: what a download folder is for, and lock files."""
+    root = tmp_path / "home" / "models"
+    files = root.rglob("*") if root.exists() else []
+    return sorted(str(p.relative_to(root)) for p in files
+                  if p.is_file() and p.name != "zoo_source.json" and p.suffix != ".lock")

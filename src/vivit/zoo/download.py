@@ -153,6 +153,9 @@ def _transfer(url: str, part: Path, timeout: float, quiet: bool) -> None:
     with response:
         if offset and response.status != 206:  # the server ignored the Range header: the whole file again
             offset = 0
+        elif offset and not response.headers.get("Content-Range", "").startswith(f"bytes {offset}-"):
+            part.unlink()  # a range we did not ask for: start over on the next attempt
+            raise _Retryable(f"the server answered another range ({response.headers.get('Content-Range')})")
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length is not None else None
         received = offset

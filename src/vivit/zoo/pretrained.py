@@ -17,8 +17,8 @@ import shutil
 import sys
 import urllib.parse
 import warnings
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 from vivit.config import ViViTConfig
