@@ -294,6 +294,11 @@ def test_export_never_replaces_a_file_unasked(checkpoint, tmp_path, capsys):
     assert "is a folder" in err
     assert main(["export", str(checkpoint), str(existing), "--overwrite"]) == 0
     assert existing.stat().st_size > 10_000
+    folder = tmp_path / "pretrained"
+    tiny_model("st", num_classes=2).save_pretrained(folder)
+    weights = (folder / "model.safetensors").read_bytes()
+    err, _ = one_line_error(capsys, ["export", str(folder), str(folder / "model.safetensors"), "--overwrite"])
+    assert "would overwrite the checkpoint" in err and (folder / "model.safetensors").read_bytes() == weights
 
 
 # Config overrides ---------------------------------------------------------------------------------

@@ -55,10 +55,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1,
 
 
 def check_output_file(out: Path, source: Path, overwrite: bool) -> None:
-    """An output file must not be a folder, the source itself or a file inside the source folder, and an
-    existing file is replaced only with --overwrite."""
+    """An output file must not be a folder, the source checkpoint or one of the source folder's files, and
+    another existing file is replaced only with --overwrite."""
     target, src = out.resolve(), source.resolve()
-    if target == src or src in target.parents:
+    if target == src or (src in target.parents and out.exists()):
         raise VivitError(f"{out} would overwrite the checkpoint it is exported from ({source}); choose another file")
     if out.is_dir():
         raise VivitError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
