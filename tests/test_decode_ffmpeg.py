@@ -47,6 +47,25 @@ def test_seeking_into_b_frame_streams_gives_the_displayed_frame(name, indices):
     assert_as_ffmpeg(read_frames(MEDIA / name, indices), ffmpeg_frames(name)[indices])
 
 
+@pytest.mark.parametrize("name", REORDERED)
+def test_every_index_read_alone_is_ffmpegs_frame(name):
+    """Each index by itself: a seek to a keyframe before it, whatever the GOP and the reordering."""
+    expected = ffmpeg_frames(name)
+    for i in range(len(expected)):
+        assert_as_ffmpeg(read_frames(MEDIA / name, [i]), expected[[i]])
+
+
+@pytest.mark.parametrize("name", REORDERED)
+def test_seeks_stay_cheap_in_reordered_streams(name, monkeypatch):
+    """Keyframes every 12-15 frames: index 33 decodes from a keyframe before it, not from frame 0 (34 frames);
+    from the one just before it in AVI, from about a second earlier in MPEG-TS (its seeks search and land late)."""
+    decoded = []
+    original = decode._Lazy.__init__
+    monkeypatch.setattr(decode._Lazy, "__init__", lambda self, *a: (decoded.append(1), original(self, *a))[1])
+    assert_as_ffmpeg(read_frames(MEDIA / name, [33]), ffmpeg_frames(name)[[33]])
+    assert len(decoded) < (30 if name.endswith(".ts") else 15)
+
+
 @pytest.mark.parametrize("name", ["h264_bframes.avi", "mpeg4_bframes.avi"])
 def test_threaded_decoding_keeps_display_order(name):
     expected = ffmpeg_frames(name)

@@ -208,7 +208,20 @@ class _Lazy:
 
 
 _warned_past_end: set[str] = set()
-_RETRY_SECONDS = (1, 10)  # a seek that lands late or decodes nothing retries this much earlier, then the start
+_SEEK_TRIES = 3  # then decode from the start
+
+
+_SEARCHED = {"mpegts", "mpeg"}  # MPEG-TS/PS: no index, a seek searches timestamps in the file and can land late
+
+
+def _earlier(container: av.container.InputContainer, stream: av.video.stream.VideoStream, target: int,
+             step: int) -> int:
+    """A seek target before the keyframe that a seek to `target` landed on: the indexed keyframe before that one
+    (in B-frame AVIs a keyframe is shown after frames decoded after it), or `step` ticks earlier (MPEG-TS/PS)."""
+    keys = [entry.timestamp for entry in stream.index_entries if entry.is_keyframe and entry.timestamp <= target]
+    if container.format.name in _SEARCHED or len(keys) < 2:
+        return target - step
+    return sorted(keys)[-2]
 
 
 def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, indices: np.ndarray,
@@ -219,18 +232,21 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
     found: dict[int, np.ndarray] = {}
 
     def run(seek: int | None) -> bool:
-        """Decode from the keyframe before index `seek` (None: the start); False when the seek landed after it."""
+        """Decode from the keyframe before timestamp `seek` (None: the start); False when it landed too late."""
         if seek is None:
             _rewind(container)
         else:
-            container.seek(timeline.seek_target(seek), stream=stream, backward=True, any_frame=False)
+            container.seek(seek, stream=stream, backward=True, any_frame=False)
         found.clear()
-        pending, previous, shown = deque(int(i) for i in wanted), None, 0
-        for count, frame in enumerate(container.decode(stream)):
+        pending, previous, shown = deque(int(i) for i in wanted), None, -1
+        for frame in container.decode(stream):
             timestamp = timeline.timestamp(frame)
-            if timestamp is None and seek is not None:
-                return False  # no timestamps: only counting from the first frame gives indices
-            shown = count if timestamp is None else timeline.first_index(timestamp)  # first index on screen
+            if timestamp is not None:
+                shown = timeline.first_index(timestamp)  # the first index at which the frame is on screen
+            elif previous is not None or seek is None:
+                shown += 1  # no timestamp (none in the file, or frames flushed at its end): the next index
+            else:
+                return False  # nothing to place a first frame after a seek
             if previous is None and seek is not None and shown > pending[0]:
                 return False
             current = _Lazy(frame, convert)
@@ -252,10 +268,14 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
             found[pending.popleft()] = previous.get()
         return True
 
-    first = int(wanted[0])
-    seeks = [seek for seek in (first, *(first - round(t * info.fps) for t in _RETRY_SECONDS)) if seek > 0]
-    if not any(run(seek) for seek in seeks):
-        run(None)
+    target, step = timeline.seek_target(int(wanted[0])), math.ceil(timeline.ticks_per_frame * Fraction(info.fps))
+    for attempt in range(_SEEK_TRIES):  # a seek that lands late or decodes nothing retries earlier
+        if target <= timeline.origin:
+            break
+        if run(target):
+            return np.stack([found[int(i)] for i in indices])
+        target = _earlier(container, stream, target, step << attempt)
+    run(None)
     return np.stack([found[int(i)] for i in indices])
 
 
