@@ -56,6 +56,22 @@ def test_download_convert_cache_then_offline_from_cache(zoo, server, tmp_path, m
     assert again.labels == ["bright", "dark"]
 
 
+def test_an_entry_with_only_the_contract_keys(zoo, server, tmp_path):
+    server.files["/tiny/checkpoint"] = train_state(scenic_params())
+    (tmp_path / "extra.toml").write_text(f"""[[model]]
+name = "bare"
+format = "scenic"
+url = "{server.url}/tiny/checkpoint"
+variant = "st"
+frames = 8
+labels = ["bright", "dark"]
+""")
+    model = vivit.load_pretrained("bare", quiet=True)
+    p = model.preprocess
+    assert (p.frames, p.stride, p.short_side, p.crop, p.normalisation, p.views) == (8, 2, None, 16, "minus_one_one", "4x3")
+    assert p.train_config()["data"]["augment"] == {"normalization": "minus_one_one"}  # short side: 16 * 256 / 224
+
+
 def test_a_changed_registry_entry_is_converted_again(zoo, server):
     server.files["/v1/checkpoint"] = train_state(scenic_params(seed=1))
     server.files["/v2/checkpoint"] = train_state(scenic_params(seed=2))
@@ -257,12 +273,18 @@ def test_only_the_parameters_are_decoded(tmp_path):
 
     undecodable = msgpack.ExtType(1, b"not an array")  # optimiser state that decoding would choke on
     params = scenic_params()
+    pos = params["Transformer"]["posembed_input"]["pos_embedding"]
+    chunked = dict(params)  # as Flax writes arrays over its chunk size: flat pieces plus the shape
+    chunked["Transformer"] = {**params["Transformer"], "posembed_input": {"pos_embedding": {
+        "__msgpack_chunked_array__": True, "shape": {str(i): n for i, n in enumerate(pos.shape)},
+        "chunks": {str(i): c for i, c in enumerate(np.array_split(pos.reshape(-1), 3))}}}}
     file = tmp_path / "checkpoint"
-    file.write_bytes(flax_msgpack({"optimizer": {"state": {"param_states": undecodable}, "target": params},
+    file.write_bytes(flax_msgpack({"optimizer": {"state": {"param_states": undecodable}, "target": chunked},
                                    "global_step": undecodable}))
     read = read_params(file)
     np.testing.assert_array_equal(read["Transformer"]["encoderblock_0"]["LayerNorm_1"]["scale"],
                                   params["Transformer"]["encoderblock_0"]["LayerNorm_1"]["scale"])
+    np.testing.assert_array_equal(read["Transformer"]["posembed_input"]["pos_embedding"], pos)
     with pytest.raises(Exception):  # the whole-file reader decodes everything
         restore_checkpoint(file)
 

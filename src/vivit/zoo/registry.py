@@ -4,8 +4,9 @@ plus the files named by `VIVIT_ZOO`, separated by `os.pathsep`; a later table wi
 One `[[model]]` table per model. Contract keys: `name`, `format` (scenic | hf | vivit), `url` (an URL, a
 path, or for format hf a Hub repo id or folder), `variant` (st | fe | fe-avg | fsa | fdp), `frames` (the
 training frame count, which a Scenic tree cannot tell) and `labels` (a label set shipped in `labels/`,
-an inline list of names, or a path/URL of a labels.txt). Preprocessing as trained: `stride`,
-`short_side`, `crop`, `normalisation`, `views` (CLIPSxCROPS). Optional: `size` (bytes) and `sha256` of
+an inline list of names, or a path/URL of a labels.txt). Preprocessing as trained: `stride` (default 2),
+`short_side` (default crop * 256 / 224), `crop` (default: the model's image size), `normalisation`
+(minus_one_one), `views` (CLIPSxCROPS, default 4x3). Optional: `size` (bytes) and `sha256` of
 the file, `accuracy` + `metric` as reported, `dataset`, `description`, and for multi-head models
 `class_splits` + `split_names`.
 """
@@ -36,15 +37,18 @@ class Preprocess:
 
     frames: int = 32                       # clip length [num_frames]
     stride: int = 2                        # frame stride of a clip [stride]
-    short_side: int = 256                  # resize target of the short side [min_resize]
-    crop: int = 224                        # square crop [crop_size]
+    short_side: int | None = 256           # resize target of the short side [min_resize]; None: crop * 256 / 224
+    crop: int = 224                        # square crop [crop_size]: the model's image size
     normalisation: str = "minus_one_one"   # pixel range [-1, 1] [zero_centering]
     views: str = "4x3"                     # test views, temporal clips x spatial crops [num_test_clips]
 
     def train_config(self) -> dict[str, Any]:
         """The `data` section of a training config that preprocesses videos this way (for eval/predict)."""
+        augment = {"normalization": self.normalisation}
+        if self.short_side is not None:
+            augment["short_side"] = self.short_side
         return {"data": {"num_frames": self.frames, "frame_stride": self.stride, "image_size": self.crop,
-                         "augment": {"short_side": self.short_side, "normalization": self.normalisation}}}
+                         "augment": augment}}
 
 
 @dataclass(frozen=True)
@@ -58,8 +62,8 @@ class ModelEntry:
     frames: int
     labels: str | tuple[str, ...]
     stride: int = 2
-    short_side: int = 256
-    crop: int = 224
+    short_side: int | None = None          # None: crop * 256 / 224 (the official 256 for 224)
+    crop: int | None = None                # None: the model's image size
     normalisation: str = "minus_one_one"
     views: str = "4x3"
     accuracy: float | None = None
@@ -74,7 +78,7 @@ class ModelEntry:
 
     @property
     def preprocess(self) -> Preprocess:
-        return Preprocess(self.frames, self.stride, self.short_side, self.crop, self.normalisation, self.views)
+        return Preprocess(self.frames, self.stride, self.short_side, self.crop or 224, self.normalisation, self.views)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
