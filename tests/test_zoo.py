@@ -207,6 +207,22 @@ def test_file_urls_and_paths_are_read_in_place(zoo, tmp_path):
     assert not any("download" in f for f in cache_files(tmp_path))
 
 
+def test_vivit_format_entries_a_folder_or_a_served_safetensors(zoo, server, tmp_path):
+    model = vivit.create_model("vivit-ti-16x2-fe", num_classes=2, num_frames=8, image_size=16, width=32, depth=1,
+                               temporal_depth=1, num_heads=2, mlp_dim=64, tubelet=(2, 8, 8))
+    model.save_pretrained(tmp_path / "ours")
+    for name in ("model.safetensors", "config.json"):
+        server.files[f"/ours/{name}"] = (tmp_path / "ours" / name).read_bytes()
+    common = {"format": "vivit", "variant": "fe"}
+    zoo(folder={**common, "url": str(tmp_path / "ours")}, served={**common, "url": server.url + "/ours/model.safetensors"})
+    video = torch.randn(1, 3, 8, 16, 16)
+    for name in ("folder", "served"):
+        loaded = vivit.load_pretrained(name, quiet=True)
+        assert loaded.labels == ["bright", "dark"]
+        torch.testing.assert_close(loaded(video), model.eval()(video))
+    assert sorted(path for path, _ in server.log) == ["/ours/config.json", "/ours/model.safetensors"]
+
+
 def test_multi_head_entries_are_refused_before_any_download(zoo, server, tmp_path):
     with pytest.raises(VivitError, match="multi-head models are not supported yet"):
         vivit.load_pretrained("vivit-l-16x2-fe-epic-kitchens", quiet=True)

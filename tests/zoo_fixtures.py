@@ -139,8 +139,6 @@ def zoo(tmp_path, monkeypatch):
 
 
 def cache_files(tmp_path: Path) -> list[str]:
-    """Files in the model cache, but for bookkeeping: what a download folder is for, and lock files."""
+    """Everything in the model cache."""
     root = tmp_path / "home" / "models"
-    files = root.rglob("*") if root.exists() else []
-    return sorted(str(p.relative_to(root)) for p in files
-                  if p.is_file() and p.name != "zoo_source.json" and p.suffix != ".lock")
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")) if root.exists() else []

@@ -26,7 +26,7 @@ BASE_URL_ENV = "VIVIT_ZOO_URL"
 OFFLINE_ENV = "VIVIT_OFFLINE"
 CHUNK = 1 << 20
 RETRYABLE_STATUS = (408, 429, 500, 502, 503, 504)
-RETRIES = 4        # attempts per download; each resumes where the previous one stopped
+RETRIES = 3        # attempts per download; each resumes where the previous one stopped
 BACKOFF_S = 1.0    # wait before attempt n + 1: BACKOFF_S * 2 ** (n - 1)
 TIMEOUT_S = 60.0   # socket timeout (connect and each read)
 
@@ -83,17 +83,23 @@ def check_file(path: Path, url: str, size: int | None, sha256: str | None) -> No
         raise VivitError(f"download of {url} has sha256 {digest}, the registry says {sha256}: refused")
 
 
+def local_file(url: str, size: int | None = None, sha256: str | None = None) -> Path:
+    """The file (or folder) a `file://` URL or a plain path names, checked like a download."""
+    path = local_path(url)
+    if not path.exists():
+        raise VivitError(f"{url}: no such file or folder")
+    if path.is_file():
+        check_file(path, url, size, sha256)
+    return path
+
+
 def fetch(url: str, dest: Path, *, size: int | None = None, sha256: str | None = None, retries: int | None = None,
           quiet: bool = False) -> Path:
     """A local, checked copy of `url`: `dest` when already downloaded, the file itself for `file://` URLs
     and paths, else a download to `dest` (resumed from `dest.part`; `retries` attempts, default RETRIES)."""
     retries = RETRIES if retries is None else retries
     if not is_remote(url):
-        path = local_path(url)
-        if not path.is_file():
-            raise VivitError(f"{url}: no such file")
-        check_file(path, url, size, sha256)
-        return path
+        return local_file(url, size, sha256)
     if dest.is_file():
         return dest
     if offline():

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
+from vivit.backends import vivit_home
 from vivit.config import ViViTConfig
 from vivit.errors import VivitError
 from vivit.model.vivit import ViViT
@@ -145,11 +146,18 @@ def _convert(entry: ModelEntry, quiet: bool) -> tuple[ViViT, list[str] | None, P
         model, _ = hf.load_hf(folder)
         config = store.sibling_config(folder)
         return model, hf.labels_from_hf(config) if config else None, None
-    registry_dir = Path(entry.source).parent
-    url = download.resolve_url(entry.url, registry_dir)
-    raw = download_dir(entry) / (Path(urllib.parse.urlsplit(url).path).name or "checkpoint")
-    path = download.fetch(url, raw, size=entry.size, sha256=entry.sha256, quiet=quiet)
-    fetched = path if path == raw else None
+    url = download.resolve_url(entry.url, Path(entry.source).parent)
+    fetched = None
+    if download.is_remote(url):
+        try:
+            path = fetched = download.fetch(url, download_dir(entry) / (Path(urllib.parse.urlsplit(url).path).name
+                                                                        or "checkpoint"),
+                                            size=entry.size, sha256=entry.sha256, quiet=quiet)
+        except VivitError:
+            _tidy(entry)
+            raise
+    else:
+        path = download.local_file(url, entry.size, entry.sha256)
     try:
         if entry.format == "scenic":
             from vivit.weights import scenic
@@ -174,9 +182,19 @@ def _vivit_file(url: str, path: Path, quiet: bool) -> ViViT:
     return store.build(config, store.read_state_dict(path), url)[0]
 
 
+def _tidy(entry: ModelEntry) -> None:
+    """After a failed download: drop the entry's folders unless they hold something (a partial file to resume)."""
+    folder = entry_dir(entry) / "download"
+    if folder.is_dir() and not any(p.name != SOURCE_FILE for p in folder.iterdir()):
+        shutil.rmtree(folder)
+    with contextlib.suppress(OSError):
+        entry_dir(entry).rmdir()  # only when empty
+
+
 def _refuse(entry: ModelEntry, url: str, fetched: Path | None, error: Exception) -> NoReturn:
     if fetched is not None:
         fetched.unlink(missing_ok=True)
+        _tidy(entry)
     gone = "; the download was removed from the cache" if fetched is not None else ""
     detail = error.args[0] if isinstance(error, KeyError) and error.args else error
     missing = "missing tensor " if isinstance(error, KeyError) else ""
@@ -191,7 +209,7 @@ def _locked(entry: ModelEntry) -> Iterator[None]:
     except ImportError:  # no advisory locks (Windows): concurrent first loads each download
         yield
         return
-    lock = entry_dir(entry).with_name(f".{entry_dir(entry).name}.lock")
+    lock = vivit_home() / "locks" / f"{entry_dir(entry).name}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with lock.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
