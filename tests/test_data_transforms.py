@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 import torch
 from data_videos import good_video
 
-from vivit.data.decode import read_clip, read_clip_yuv
+from vivit.data.decode import YuvFrames, read_clip, read_clip_yuv
 
 from vivit.data.mixup import mixup, soft_targets
 from vivit.data.transforms import (AugmentConfig, color_jitter_map, crop_boxes, eval_transform, normalize,
@@ -111,3 +112,23 @@ def test_yuv_path_matches_the_rgb_path(tmp_path, codec, ext):
         assert torch.allclose(a.mean((1, 2, 3)), b.mean((1, 2, 3)), atol=0.03)
     a, b = eval_transform(torch.from_numpy(rgb), 32, 3), eval_transform(yuv, 32, 3)
     assert a.shape == b.shape == (3, 3, 6, 32, 32) and (a - b).abs().mean() < 0.03
+
+
+@pytest.mark.parametrize("chroma", [(2, 2), (1, 2), (1, 1)])
+@pytest.mark.parametrize("height, width", [(5, 7), (6, 7), (7, 6)])
+def test_yuv_crops_are_the_rgb_crops_of_odd_sized_planes(chroma, height, width):
+    """Hand-made planar YUV of odd sizes: every crop equals the same crop of its RGB image, made as ffmpeg makes
+    it (each chroma sample repeated over its sy x sx pixels, BT.601 video range, rounded, clamped)."""
+    sy, sx = chroma
+    ch, cw = -(-height // sy), -(-width // sx)
+    rng = np.random.default_rng(0)
+    y = rng.integers(16, 236, (2, height, width), dtype=np.uint8)
+    u, v = rng.integers(16, 241, (2, 2, ch, cw), dtype=np.uint8)
+    frames = YuvFrames(np.concatenate([p.reshape(2, -1) for p in (y, u, v)], 1), height, width, False, False, chroma)
+    up = [p.repeat(sy, 1).repeat(sx, 2)[:, :height, :width].astype(float) - 128 for p in (u, v)]
+    luma = 1.164384 * (y.astype(float) - 16)
+    rgb = np.stack([luma + 1.596027 * up[1], luma - 0.391762 * up[0] - 0.812968 * up[1], luma + 2.017232 * up[0]], -1)
+    rgb = torch.from_numpy(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
+    side = min(height, width)
+    ours, expected = eval_transform(frames, side, 3), eval_transform(rgb, side, 3)
+    assert ours.shape == (3, 3, 2, side, side) and (ours - expected).abs().max() <= 1.01 * 2 / 255

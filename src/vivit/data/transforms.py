@@ -153,21 +153,25 @@ def _frame_size(frames: Frames) -> tuple[int, int]:
 
 
 def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch.Tensor:
-    """uint8 RGB (T, 3, side, side) of a YUV crop, as ffmpeg converts it: chroma samples repeated, rounded, clamped."""
+    """uint8 RGB (T, 3, side, side) of a YUV crop as ffmpeg converts it: each chroma sample applies to the
+    sy x sx pixels it covers, every pixel is rounded and clamped."""
     luma, u, v = (torch.from_numpy(p) for p in frames.planes())
-    (sy, sx), bottom, right = frames.chroma, top + side - 1, left + side - 1
-    chroma = [p[:, top // sy:bottom // sy + 1, left // sx:right // sx + 1] for p in (u, v)]
-    chroma = [crop(p[:, :, None, :, None].expand(-1, -1, sy, -1, sx).flatten(1, 2).flatten(2, 3),
-                   top % sy, left % sx, side, side) for p in chroma]  # each sample over the sy x sx pixels it covers
-    yuv = [crop(luma, top, left, side, side), *chroma]
+    (sy, sx), (ct, cl) = frames.chroma, (top // frames.chroma[0], left // frames.chroma[1])
+    ch, cw = (top + side - 1) // sy - ct + 1, (left + side - 1) // sx - cl + 1  # chroma samples under the crop
+    y = luma[:, ct * sy:(ct + ch) * sy, cl * sx:(cl + cw) * sx].to(torch.float32)
+    if y.shape[1:] != (ch * sy, cw * sx):  # an odd last row or column covers half a chroma sample
+        y = F.pad(y, (0, cw * sx - y.shape[2], 0, ch * sy - y.shape[1]), mode="replicate")
+    chroma = [p[:, ct:ct + ch, cl:cl + cw].to(torch.float32) for p in (u, v)]
     matrix, offset = _yuv_to_rgb(frames.full_range, frames.bt709)
-    rgb, luma = torch.empty(len(luma), 3, side, side, dtype=torch.uint8), yuv[0].to(torch.float32)
+    y.mul_(255 * float(matrix[0, 0]))  # every channel weighs luma the same
+    rgb, value = torch.empty(len(y), 3, side, side, dtype=torch.uint8), torch.empty_like(y)
+    rows, cols = slice(top - ct * sy, top - ct * sy + side), slice(left - cl * sx, left - cl * sx + side)
     for c, (row, bias) in enumerate(zip((255 * matrix).tolist(), (255 * offset).tolist())):
-        value = luma * row[0]
-        for plane, weight in zip(yuv[1:], row[1:]):
-            if weight:  # R has no U term, B no V term
-                value.add_(plane, alpha=weight)
-        rgb[:, c] = value.add_(bias + 0.5).clamp_(0, 255)  # + 0.5 then truncation to uint8: rounding
+        shift = (chroma[0] * row[1]).add_(chroma[1], alpha=row[2]).add_(bias + 0.5)  # + 0.5, truncation: rounding
+        if (sy, sx) != (1, 1):  # nearest upsampling by whole factors: each sample over its sy x sx pixels
+            shift = F.interpolate(shift[:, None], scale_factor=(sy, sx), mode="nearest")[:, 0]
+        torch.add(y, shift, out=value)
+        rgb[:, c] = value[:, rows, cols].clamp_(0, 255)
     return rgb
 
 
