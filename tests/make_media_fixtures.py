@@ -36,6 +36,7 @@ class Fixture:
     args: list[str]  # ffmpeg arguments between the inputs and the output file
     inputs: list[str] = field(default_factory=lambda: lavfi(source(0.4)))
     note: str = ""
+    remux: tuple[list[str], list[str]] | None = None  # a second pass, stream copy: (input, output) options
 
 
 def lavfi(graph: str) -> list[str]:
@@ -46,8 +47,12 @@ def lavfi(graph: str) -> list[str]:
 VFR = lavfi(f"{source(1.6)},settb=1/1000,setpts='(N*40+13*mod(N*N,4))/1000/TB',select='not(between(n,9,12))'")
 X264 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p", "-threads", "1"]
 FIXTURES = [
-    *[Fixture(f"rotate{r}.mp4", [*X264, "-g", "5"], note=f"display matrix: shown turned {r} degrees clockwise")
-      for r in (90, 180, 270)],
+    # ffmpeg 5.1 writes a display matrix when remuxing with a rotate tag, which it takes counter-clockwise
+    *[Fixture(f"rotate{r}.mp4", [*X264, "-g", "5"], note=f"display matrix: shown turned {r} degrees clockwise",
+              remux=([], ["-c", "copy", "-metadata:s:v:0", f"rotate={(360 - r) % 360}"])) for r in (90, 180, 270)],
+    Fixture("edit_list.mp4", [*X264, "-bf", "2", "-g", "25"], lavfi(source(4)),
+            "cut with stream copy (-ss 1.3 -c copy -t 1.5): an edit list hides the 13 frames before 1.3 s",
+            remux=(["-ss", "1.3"], ["-c", "copy", "-t", "1.5"])),
     Fixture("h264_bframes.avi", [*X264, "-bf", "3", "-g", "15"], lavfi(source(1.6)),
             "H.264 in AVI with B-frames: packets carry no presentation time"),
     Fixture("mpeg4_bframes.avi", ["-c:v", "mpeg4", "-bf", "2", "-g", "12", "-q:v", "3", "-vtag", "XVID"],
@@ -94,11 +99,10 @@ def ffprobe(path: Path, *args: str) -> dict:
 
 def make(fixture: Fixture) -> Path:
     path = OUT / fixture.name
-    if fixture.name.startswith("rotate"):  # ffmpeg writes a display matrix when remuxing with a rotate tag
+    if fixture.remux:
         plain = OUT / f"plain_{fixture.name}"
         ffmpeg(*fixture.inputs, *fixture.args, str(plain))
-        clockwise = int(fixture.name[6:-4])  # ffmpeg 5.1 takes the tag as counter-clockwise: checked in facts()
-        ffmpeg("-i", str(plain), "-c", "copy", "-metadata:s:v:0", f"rotate={(360 - clockwise) % 360}", str(path))
+        ffmpeg(*fixture.remux[0], "-i", str(plain), *fixture.remux[1], str(path))
         plain.unlink()
     elif fixture.name.startswith("truncated"):
         ffmpeg(*fixture.inputs, *fixture.args, str(path))

@@ -47,7 +47,7 @@ def test_seeking_into_b_frame_streams_gives_the_displayed_frame(name, indices):
     assert_as_ffmpeg(read_frames(MEDIA / name, indices), ffmpeg_frames(name)[indices])
 
 
-@pytest.mark.parametrize("name", REORDERED)
+@pytest.mark.parametrize("name", [*REORDERED, "edit_list.mp4"])
 def test_every_index_read_alone_is_ffmpegs_frame(name):
     """Each index by itself: a seek to a keyframe before it, whatever the GOP and the reordering."""
     expected = ffmpeg_frames(name)
@@ -85,10 +85,11 @@ def test_rotation_is_upright_in_probe_rgb_and_yuv(name):
     assert np.abs(luma - (16 + rgb @ [65.481, 128.553, 24.966] / 255)).mean() < 2
 
 
-@pytest.mark.parametrize("name", ["long_audio.mkv", "start_offset.webm", "truncated_mjpeg.avi", "h264_bframes.ts",
-                                  "gray.mkv"])
+@pytest.mark.parametrize("name", ["long_audio.mkv", "start_offset.webm", "truncated_mjpeg.avi", "edit_list.mp4",
+                                  "h264_bframes.ts", "gray.mkv"])
 def test_probe_counts_the_video_streams_own_frames(name):
-    """Not the container's duration (6 s of audio, a 2.5 s start offset) nor a header's claim (250)."""
+    """Not the container's duration (6 s of audio, a 2.5 s start offset) nor a header's claim (250 frames; 52
+    samples of which an edit list shows 39)."""
     info = probe(MEDIA / name)
     assert info.frames == FACTS[name]["frames"]
     assert info.fps == float(Fraction(FACTS[name]["avg_frame_rate"]))
@@ -107,6 +108,7 @@ def test_indices_past_the_end_repeat_the_last_frame_with_one_warning(caplog):
 def test_check_data_flags_a_file_shorter_than_its_header():
     assert check_video(MEDIA / "truncated_mjpeg.avi") == "only 32 of 250 frames decode (truncated or corrupt file)"
     assert check_video(MEDIA / "h264_bframes.avi") is None
+    assert check_video(MEDIA / "edit_list.mp4") is None  # 52 samples, 39 shown: not truncated
 
 
 @pytest.mark.parametrize("name", VFR)

@@ -96,13 +96,25 @@ def _rewind(container: av.container.InputContainer) -> None:
     container.seek(min(0, container.start_time or 0))
 
 
+def _indexed_frames(stream: av.video.stream.VideoStream) -> int:
+    """The header's frame count where its index lists every packet (mp4/mov, a complete AVI), less the packets
+    an edit list hides at the start or end (a cut made with stream copy); 0 where the index is incomplete."""
+    entries = stream.index_entries
+    total = len(entries)
+    if not stream.frames or stream.frames != total:
+        return 0
+    head = next((i for i in range(total) if not entries[i].is_discard), total)
+    tail = next((i for i in range(total - head) if not entries[total - 1 - i].is_discard), 0)
+    return total - head - tail
+
+
 def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream
                    ) -> tuple[int, int | None]:
     """(packets of the video stream, ticks they span or None): demuxing only, no decoding."""
     starts, steps = [], []
     count = 0
     for packet in container.demux(stream):
-        if packet.size > 0:
+        if packet.size > 0 and not packet.is_discard:
             count += 1
             if packet.pts is not None:
                 starts.append(packet.pts)
@@ -123,8 +135,8 @@ def _info(container: av.container.InputContainer, stream: av.video.stream.VideoS
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise DataError(f"video stream has no picture size ({width}x{height})")
-    frames, span = stream.frames, None
-    if not frames or frames != len(stream.index_entries):  # no per-stream count, or an incomplete index
+    frames, span = _indexed_frames(stream), None
+    if not frames:  # no per-stream count (Matroska, MPEG-TS), or an incomplete index (a truncated AVI)
         frames, span = _count_packets(container, stream)
     if frames <= 0:
         raise DataError("video stream has no frames")
@@ -152,11 +164,12 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def count_frames(path: str | Path) -> tuple[int, int]:
-    """(frames that decode, frames the file promises: the larger of the header's count and `probe`'s)."""
+    """(frames that decode, frames the file promises: `probe`'s count, or the header's where it has no index)."""
     with _open(path) as container:
         stream = _video_stream(container)
         info, _ = _info(container, stream)
-        return sum(1 for _ in container.decode(stream)), max(info.frames, stream.frames)
+        promised = info.frames if _indexed_frames(stream) else max(info.frames, stream.frames)
+        return sum(1 for _ in container.decode(stream)), promised
 
 
 def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
