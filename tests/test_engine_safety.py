@@ -314,8 +314,8 @@ def test_a_mapping_override_merges_into_the_files(tmp_path):
 # Bad values: one error line, exit 2 ---------------------------------------------------------------
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty (0 bytes)"),
-    (b"epoch 1 loss 0.5\n", "not a PyTorch checkpoint"),
-    (None, "not a PyTorch checkpoint"),  # an mp4
+    (b"epoch 1 loss 0.5\n", "not a PyTorch file"),
+    (None, "not a PyTorch file"),  # an mp4
 ])
 def test_a_file_that_is_not_a_checkpoint(tmp_path, capsys, content, message):
     path = tmp_path / "model.pt"
@@ -326,8 +326,11 @@ def test_a_file_that_is_not_a_checkpoint(tmp_path, capsys, content, message):
         write_video(path, np.zeros((4, 16, 16, 3), np.uint8), fps=8)
     else:
         path.write_bytes(content)
+    weights = tmp_path / "weights.pt"  # the same file as image-ViT weights (read_state_dict)
+    weights.write_bytes(path.read_bytes())
     for argv in (["eval", str(path), str(tmp_path)], ["predict", str(path), str(tmp_path)],
-                 ["export", str(path), str(tmp_path / "m.onnx")]):
+                 ["export", str(path), str(tmp_path / "m.onnx")],
+                 ["convert", "--from", "image-vit", str(weights), str(tmp_path / "converted")]):
         err, _ = one_line_error(capsys, argv)
         assert message in err and "weights_only=False" not in err and "trusted source" not in err
 

@@ -3,9 +3,7 @@ written atomically (`vivit.engine.atomic`), with every RNG state needed to resum
 
 from __future__ import annotations
 
-import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,29 +31,15 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint safely (weights_only=True); a foreign file raises VivitError naming it."""
+    from vivit.weights.store import torch_load
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.stat().st_size == 0:
-        raise VivitError(f"cannot read checkpoint {path}: the file is empty (0 bytes)")
-    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; a video, text or other file is not one
-        raise VivitError(f"cannot read checkpoint {path}: not a PyTorch checkpoint; give a .pt file written by "
-                         "`vivit train` or a pretrained model folder")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # torch's message advises weights_only=False, which would run the file's code
-        raise VivitError(f"cannot read checkpoint {path}: it holds Python objects other than tensors and "
-                         "containers, which vivit does not load (weights_only=True)") from None
-    except Exception as e:  # a truncated or corrupt archive: torch raises several types
-        raise VivitError(f"cannot read checkpoint {path}: the file is corrupt or truncated ({_first_line(e)})") from None
+    state = torch_load(path, "checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise VivitError(f"{path} is not a vivit training checkpoint (no '{FORMAT}' marker)")
     return state
-
-
-def _first_line(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def rng_state() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -158,13 +159,37 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         with np.load(path, allow_pickle=False) as npz:
             return {k: torch.from_numpy(np.asarray(npz[k])) for k in npz.files}
     if path.suffix in PICKLE_SUFFIXES:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises UnpicklingError subclasses for disallowed globals
-            raise VivitError(f"{path} could not be read with torch.load(weights_only=True): {e}") from e
-        return _unwrap(obj, path)
+        return _unwrap(torch_load(path, "weights"), path)
     raise VivitError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .npz or "
                      f"{', '.join(PICKLE_SUFFIXES)} (read with weights_only=True)")
+
+
+def torch_load(path: Path, what: str) -> Any:
+    """`torch.load(weights_only=True)` with one error line for people: an empty file, a file that is not a
+    PyTorch file (a video, a text), one holding Python objects (without torch's advice to load it unsafely,
+    which would run the file's code), a corrupt or truncated one."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for foreign, unsafe or corrupt files
+        if path.stat().st_size == 0:
+            reason = "the file is empty (0 bytes)"
+        elif not _torch_file(path):
+            reason = "not a PyTorch file (torch.save output)"
+        elif isinstance(e, pickle.UnpicklingError):
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            reason = (f"it holds Python objects{f' ({found.group(1)})' if found else ''} besides tensors and "
+                      "containers, which torch.load(weights_only=True) does not load")
+        else:
+            lines = str(e).strip().splitlines()
+            reason = f"the file is corrupt or truncated ({lines[0].split('. ')[0] if lines else type(e).__name__})"
+        raise VivitError(f"cannot read {what} {path}: {reason}") from None
+
+
+def _torch_file(path: Path) -> bool:
+    """A zip archive (torch.save since PyTorch 1.6) or a pickle of protocol 2 (the legacy format)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return head == b"PK\x03\x04" or head[:2] == b"\x80\x02"
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
