@@ -5,8 +5,10 @@ import csv
 import importlib
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -203,6 +205,18 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(data, tmp_path):
     lock.write_text(f"{socket.gethostname()} {dead.pid}\n")  # left by a killed training
     assert train(config, quiet=True)["step"] == 1
     assert not lock.exists()
+
+
+def test_sigterm_removes_the_lock(data, tmp_path):
+    out = tmp_path / "run"
+    overrides = tiny_overrides(data, out, **{"schedule.epochs": 50})
+    proc = subprocess.Popen([sys.executable, "-m", "vivit.cli", "train", *overrides, "--quiet"], cwd=ROOT)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "metrics.csv").exists():
+        time.sleep(0.05)
+    assert (out / "train.lock").is_file()
+    proc.terminate()
+    assert proc.wait() == 128 + signal.SIGTERM and not (out / "train.lock").exists()
 
 
 def test_the_lock_is_held_while_training(data, tmp_path, monkeypatch):

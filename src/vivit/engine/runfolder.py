@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,14 +51,23 @@ def clear_run(out: Path) -> None:
 @contextmanager
 def run_lock(out: Path) -> Iterator[None]:
     """Hold `out/train.lock` (host and pid of this process) for the block. A lock left by a process of this
-    host that no longer runs (killed) is taken over; one held by a live process, or by another host, refuses."""
+    host that no longer runs (killed) is taken over; one held by a live process, or by another host, refuses.
+    SIGTERM (a scheduler's preemption) ends the block as an exception, so the lock is removed then too."""
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_FILE
     _acquire(lock)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         yield
     finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
         lock.unlink(missing_ok=True)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _acquire(lock: Path) -> None:
