@@ -10,7 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vivit.data.datasets import failure_reason
-from vivit.data.decode import DECODE_ERRORS, count_frames, read_frames
+from vivit.data.decode import DECODE_ERRORS, read_frames
+from vivit.data.media import count_frames
 from vivit.data.sources import SPLIT_FOLDERS, find_samples, parse_split
 
 

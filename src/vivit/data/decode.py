@@ -1,20 +1,17 @@
-"""Video decoding with PyAV that shows what ffmpeg shows: metadata, and clips of chosen frame indices.
+"""Video decoding with PyAV that shows what ffmpeg shows: clips of chosen frame indices, upright, as arrays.
 
 What a caller can rely on (each point is tested against ffmpeg's own decode in tests/test_decode_ffmpeg.py):
 
-- **Time axis.** Index i is the frame on screen at time `t0 + i / fps`, where t0 is the first displayed frame's
-  timestamp and fps the stream's average rate (ffmpeg's `avg_frame_rate`). For constant frame rate video that
-  is the i-th frame `ffmpeg -i X -f rawvideo -` outputs; for variable frame rate video a frame may repeat or be
-  skipped. AVI stores decode order only, so there the decoder's output timestamp (ffmpeg's
-  `best_effort_timestamp`) orders frames, which keeps B-frame AVIs (XviD, H.264) in display order.
-- **Rotation.** A display matrix (phone videos) turns every frame upright, as ffmpeg's autorotate does, before
-  any colour conversion; `VideoInfo` reports the displayed size and the rotation.
-- **Frame count.** `VideoInfo.frames` counts the video stream's own packets whenever the header has no complete
-  per-stream count (Matroska/WebM, MPEG-TS, a truncated AVI), never the container duration (longer audio).
+- **Time axis and frame count** as `vivit.data.media.probe` reports them: index i is the frame on screen at
+  `t0 + i / fps`. For constant frame rate video that is the i-th frame `ffmpeg -i X -f rawvideo -` outputs,
+  also in B-frame AVIs (XviD, H.264) and MPEG-TS; for variable frame rate video a frame may repeat or be skipped.
   Requested indices past the real end repeat the last frame, with one warning per file.
+- **Rotation.** A display matrix (phone videos) turns every frame upright with ffmpeg's own filters, as its
+  autorotate does, before any conversion, so RGB and planar YUV readers see the displayed picture.
 - **Seeks.** A clip is read by seeking to the keyframe before its first index and decoding forward to its last
   index; a seek that lands after the wanted frame or decodes nothing (MPEG-TS) retries earlier, then decodes
   from the start.
+- **Bad media** raises one of `DECODE_ERRORS`; anything else is a bug and is not caught as a bad file.
 """
 
 from __future__ import annotations
@@ -33,6 +30,8 @@ import av.filter
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
+from vivit.data.media import VideoInfo, probe  # noqa: F401 (re-exported: the decoding API)
+from vivit.data.media import Timeline, open_video, rewind, stream_info, video_stream
 from vivit.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -42,134 +41,6 @@ log = logging.getLogger(__name__)
 DECODE_ERRORS = (av.error.FFmpegError, OSError, DataError)
 
 Size = int | tuple[int, int] | None  # None: native size; int: short side; (height, width): exact size
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """Stream metadata: frames on the time axis, fps, seconds, displayed size and rotation."""
-
-    frames: int
-    fps: float
-    duration: float
-    width: int  # as displayed (after `rotation`)
-    height: int
-    rotation: int = 0  # clockwise degrees the coded picture is turned for display: 0, 90, 180 or 270
-
-
-@dataclass(frozen=True)
-class _Timeline:
-    """Maps a decoded frame's timestamp (time-base ticks) to the first index at which it is on screen."""
-
-    origin: int  # timestamp of the first displayed frame
-    ticks_per_frame: Fraction  # 1 / (fps * time_base)
-    use_dts: bool  # AVI: the decoder's output dts is the display position, the parsed pts are not
-
-    def timestamp(self, frame: av.VideoFrame) -> int | None:
-        return _timestamp(frame, self.use_dts)
-
-    def first_index(self, timestamp: int) -> int:
-        """ceil of the frame's position, less half a tick: a timestamp rounded to the time base still lands on
-        the index it was rounded from."""
-        return math.ceil((timestamp - self.origin - Fraction(1, 2)) / self.ticks_per_frame)
-
-    def seek_target(self, index: int) -> int:
-        return self.origin + math.floor(index * self.ticks_per_frame)
-
-
-def _timestamp(frame: av.VideoFrame, use_dts: bool) -> int | None:
-    return frame.dts if use_dts or frame.pts is None else frame.pts
-
-
-def _open(path: str | Path) -> av.container.InputContainer:
-    """Open for reading; tags that are not UTF-8 (Latin-1 titles in old AVIs) are not an error."""
-    return av.open(str(Path(path)), metadata_errors="replace")
-
-
-def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
-    if not container.streams.video:
-        raise DataError("no video stream")
-    return container.streams.video[0]
-
-
-def _rewind(container: av.container.InputContainer) -> None:
-    """Back to the first packet (a seek to the stream's start time can land later in MPEG-TS)."""
-    container.seek(min(0, container.start_time or 0))
-
-
-def _indexed_frames(stream: av.video.stream.VideoStream) -> int:
-    """The header's frame count where its index lists every packet (mp4/mov, a complete AVI), less the packets
-    an edit list hides at the start or end (a cut made with stream copy); 0 where the index is incomplete."""
-    entries = stream.index_entries
-    total = len(entries)
-    if not stream.frames or stream.frames != total:
-        return 0
-    head = next((i for i in range(total) if not entries[i].is_discard), total)
-    tail = next((i for i in range(total - head) if not entries[total - 1 - i].is_discard), 0)
-    return total - head - tail
-
-
-def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream
-                   ) -> tuple[int, int | None]:
-    """(packets of the video stream, ticks they span or None): demuxing only, no decoding."""
-    starts, steps = [], []
-    count = 0
-    for packet in container.demux(stream):
-        if packet.size > 0 and not packet.is_discard:
-            count += 1
-            if packet.pts is not None:
-                starts.append(packet.pts)
-                steps.append(packet.duration or 0)
-    _rewind(container)
-    if len(starts) < 2 or max(starts) == min(starts):
-        return count, None
-    end = max(start + step for start, step in zip(starts, steps))
-    if not any(steps):  # no packet durations (some VFR Matroska): the mean step stands for the last one
-        end += (end - min(starts)) / (len(starts) - 1)
-    return count, int(end - min(starts))
-
-
-def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream
-          ) -> tuple[VideoInfo, _Timeline]:
-    """Metadata from the headers, the video packets where the header has no complete count, and the first frame
-    (PyAV exposes the display matrix only on decoded frames)."""
-    width, height = stream.codec_context.width, stream.codec_context.height
-    if width <= 0 or height <= 0:
-        raise DataError(f"video stream has no picture size ({width}x{height})")
-    frames, span = _indexed_frames(stream), None
-    if not frames:  # no per-stream count (Matroska, MPEG-TS), or an incomplete index (a truncated AVI)
-        frames, span = _count_packets(container, stream)
-    if frames <= 0:
-        raise DataError("video stream has no frames")
-    rate = stream.average_rate or (Fraction(frames) / (span * stream.time_base) if span else None)
-    rate = rate or stream.guessed_rate or stream.base_rate
-    if not rate or rate <= 0 or stream.time_base is None:
-        raise DataError("unknown frame rate")
-    first = next(iter(container.decode(stream)), None)
-    if first is None:
-        raise DataError("no frame could be decoded")
-    _rewind(container)
-    rotation = round(-(first.rotation or 0) / 90) % 4 * 90  # PyAV: counter-clockwise degrees in [-180, 180]
-    if rotation in (90, 270):
-        width, height = height, width
-    use_dts, rate = container.format.name == "avi", Fraction(rate)
-    timeline = _Timeline(_timestamp(first, use_dts) or 0, 1 / (rate * stream.time_base), use_dts)
-    return VideoInfo(frames=int(frames), fps=float(rate), duration=float(frames / rate), width=width,
-                     height=height, rotation=rotation), timeline
-
-
-def probe(path: str | Path) -> VideoInfo:
-    """Metadata of a video file: headers, video packets where needed, and its first frame for the rotation."""
-    with _open(path) as container:
-        return _info(container, _video_stream(container))[0]
-
-
-def count_frames(path: str | Path) -> tuple[int, int]:
-    """(frames that decode, frames the file promises: `probe`'s count, or the header's where it has no index)."""
-    with _open(path) as container:
-        stream = _video_stream(container)
-        info, _ = _info(container, stream)
-        promised = info.frames if _indexed_frames(stream) else max(info.frames, stream.frames)
-        return sum(1 for _ in container.decode(stream)), promised
 
 
 def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tuple[int, int]:
@@ -238,7 +109,7 @@ def _earlier(container: av.container.InputContainer, stream: av.video.stream.Vid
 
 
 def _decode(container: av.container.InputContainer, stream: av.video.stream.VideoStream, indices: np.ndarray,
-            convert: Callable[[av.VideoFrame], np.ndarray], info: VideoInfo, timeline: _Timeline,
+            convert: Callable[[av.VideoFrame], np.ndarray], info: VideoInfo, timeline: Timeline,
             name: str) -> np.ndarray:
     """Seek to the keyframe before indices.min(), decode forward, convert only the frames that are asked for."""
     wanted = np.unique(indices)
@@ -247,7 +118,7 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
     def run(seek: int | None) -> bool:
         """Decode from the keyframe before timestamp `seek` (None: the start); False when it landed too late."""
         if seek is None:
-            _rewind(container)
+            rewind(container)
         else:
             container.seek(seek, stream=stream, backward=True, any_frame=False)
         found.clear()
@@ -299,11 +170,11 @@ def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
                convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
     """Open once, read the metadata, choose indices, decode them upright with the converter made for this video
     (the converter sees frames of the displayed size `info.height` x `info.width`)."""
-    with _open(path) as container:
-        stream = _video_stream(container)
+    with open_video(path) as container:
+        stream = video_stream(container)
         if threads:  # frame + slice threads: faster alone, no gain when DataLoader workers already fill the cores
             stream.thread_type = "AUTO"
-        info, timeline = _info(container, stream)
+        info, timeline = stream_info(container, stream)
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
             raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
