@@ -205,9 +205,9 @@ class YuvFrames:
     ceil(H / sy) x ceil(W / sx) for chroma subsampling `chroma` = (sy, sx): (2, 2) 4:2:0, (1, 2) 4:2:2,
     (1, 1) 4:4:4), rows packed without padding, so odd sizes keep every pixel.
 
-    Reading YUV skips the RGB conversion (most of the cost of decoding a clip); the conversion is folded into
-    the transforms' colour matrix instead. `full_range`: JPEG range (0..255) rather than video range (16..235);
-    `bt709`: ITU-R BT.709 coefficients rather than BT.601.
+    Reading YUV skips the RGB conversion of whole frames; the transforms convert only their crop, as ffmpeg
+    converts frames. `full_range`: JPEG range (0..255) rather than video range (16..235); `bt709`: ITU-R BT.709
+    coefficients rather than BT.601.
     """
 
     data: np.ndarray
@@ -271,8 +271,7 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
             colour_range = ColorRange.JPEG if full else ColorRange.MPEG
             same_size = (frame.height, frame.width) == (height, width)
             name, frame = "yuv444p", reformatter.reformat(
-                frame, width, height, "yuv444p", Colorspace.ITU601 if frame.format.is_rgb else None,
-                Colorspace.ITU601 if frame.format.is_rgb else None,
+                frame, width, height, "yuv444p", None, Colorspace.ITU601 if frame.format.is_rgb else None,
                 Interpolation.BICUBIC if same_size else Interpolation.BILINEAR, colour_range, colour_range)
         if not encoding:  # swscale rescales YUV without changing its matrix; RGB becomes BT.601
             encoding.extend([height, width, full, frame.colorspace == _BT709, _PLANAR_YUV[name]])
