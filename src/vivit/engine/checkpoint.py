@@ -14,7 +14,7 @@ import yaml
 from vivit.config import ViViTConfig
 from vivit.engine.atomic import atomic_write
 from vivit.engine.config import TRAIN_CONFIG_FILE
-from vivit.errors import VivitError
+from vivit.errors import ConfigError, VivitError
 from vivit.textfiles import read_text
 from vivit.model import ViViT
 
@@ -40,6 +40,20 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise VivitError(f"{path} is not a vivit training checkpoint (no '{FORMAT}' marker)")
     return state
+
+
+def check_resumable(ckpt: dict[str, Any], model_config: dict[str, Any], schedule: dict[str, int], path: Path) -> None:
+    """Resuming needs the same architecture, and the same batch size, accumulation, process count and
+    epoch length: ConfigError naming the fields that differ."""
+    saved = ckpt["model_config"]
+    diff = [f"{k}: checkpoint {saved.get(k)!r} vs config {v!r}" for k, v in model_config.items() if saved.get(k) != v]
+    if diff:
+        raise ConfigError(f"cannot resume from {path}: it is another architecture ({'; '.join(diff[:3])})")
+    saved = ckpt.get("schedule", {})
+    diff = [f"{k}: checkpoint {saved[k]} vs now {v}" for k, v in schedule.items() if k in saved and saved[k] != v]
+    if diff:
+        raise ConfigError(f"cannot resume from {path}: the run's schedule differs ({'; '.join(diff)}); "
+                          "resume with the same batch size, grad_accum, process count and data")
 
 
 def rng_state() -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torch import nn
 from vivit.engine import distributed as dist
 from vivit.engine.build import (autocast, build_datasets, build_model, resolve_device, resolve_precision,
                                 use_deterministic_algorithms)
-from vivit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vivit.engine.checkpoint import check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vivit.engine.config import TRAIN_CONFIG_FILE, OptimSection, TrainConfig, dump_config, load_config, save_config
 from vivit.engine.evaluate import evaluate_loader, reported_top5
 from vivit.engine.logging import MetricLogger, epoch_line, progress
@@ -190,8 +190,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     resume_from = (out / "last.pt" if resume is True else Path(resume)) if resume else None
     if resume_from is not None and (resume is not True or resume_from.is_file()):
         ckpt = load_checkpoint(resume_from)
-        _check_same_model(ckpt, model, resume_from)
-        _check_same_schedule(ckpt, schedule, resume_from)
+        check_resumable(ckpt, model.config.to_dict(), schedule, resume_from)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
@@ -344,23 +343,6 @@ def _row(kind: str, epoch: int, step: int, loss: float, acc: float, lr: float, e
         if extra and extra.get(key) is not None:
             row[key] = extra[key]
     return row
-
-
-def _check_same_model(ckpt: dict[str, Any], model: nn.Module, path: Path) -> None:
-    """Resuming needs the same architecture: name the fields that differ."""
-    saved, current = ckpt["model_config"], model.config.to_dict()
-    diff = [f"{k}: checkpoint {saved.get(k)!r} vs config {v!r}" for k, v in current.items() if saved.get(k) != v]
-    if diff:
-        raise ConfigError(f"cannot resume from {path}: it is another architecture ({'; '.join(diff[:3])})")
-
-
-def _check_same_schedule(ckpt: dict[str, Any], schedule: dict[str, int], path: Path) -> None:
-    """Resuming needs the same batch size, accumulation, process count and epoch length: name what differs."""
-    saved = ckpt.get("schedule", {})
-    diff = [f"{k}: checkpoint {saved[k]} vs now {v}" for k, v in schedule.items() if k in saved and saved[k] != v]
-    if diff:
-        raise ConfigError(f"cannot resume from {path}: the run's schedule differs ({'; '.join(diff)}); "
-                          "resume with the same batch size, grad_accum, process count and data")
 
 
 def _export_best(model: nn.Module, classes: list[str], config: TrainConfig, folder: Path) -> None:
