@@ -269,6 +269,8 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
             counts = not result.loss_finite or (not result.grads_finite and precision != "fp16")
             nonfinite = nonfinite + 1 if counts else 0
             if nonfinite >= run.max_nonfinite_steps:
+                if logger:
+                    logger.close()
                 raise VivitError(_diverged(state["step"], nonfinite, last_finite, out))
             stop = stop_after_steps is not None and steps_this_run >= stop_after_steps
             if (run.save_every_steps and state["step"] % run.save_every_steps == 0) or stop:
