@@ -19,9 +19,7 @@ from vivit.data.decode import probe, read_clip_yuv, read_frames
 MEDIA = Path(__file__).parent / "fixtures" / "media"
 FACTS = json.loads((MEDIA / "expected.json").read_text())["files"]
 VFR = ["vfr.mkv", "vfr.mp4"]
-# odd_321x241.avi is left out: ffmpeg 5.1's swscale (the fixtures) and PyAV's newer one interpolate MPEG-4's
-# chroma differently at odd widths (its decoded YUV planes are identical)
-CFR = [name for name in FACTS if name not in VFR and name != "odd_321x241.avi"]
+CFR = [name for name in FACTS if name not in VFR]
 REORDERED = ["h264_bframes.avi", "mpeg4_bframes.avi", "h264_bframes.ts"]
 
 

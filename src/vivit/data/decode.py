@@ -53,24 +53,26 @@ def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tu
     return size
 
 
+# what ffmpeg's autorotate inserts for a display matrix's clockwise turn
 _TURNS = {90: [("transpose", "clock")], 180: [("hflip", ""), ("vflip", "")], 270: [("transpose", "cclock")]}
 
 
-class _Upright:
-    """Turns frames by the display matrix's rotation with ffmpeg's own filters (as its autorotate does), so
-    that every converter, RGB or planar YUV, sees the picture as displayed."""
+class _Filters:
+    """ffmpeg filters run on each frame (the graph is built for the first one: a stream's frames share a format).
+    Turning frames this way lets every converter, RGB or planar YUV, see the picture as displayed."""
 
-    def __init__(self, rotation: int):
-        self.rotation, self.graph = rotation, None
+    def __init__(self, filters: list[tuple[str, str]]):
+        self.filters, self.graph = filters, None
 
     def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
-        if not self.rotation:
+        if not self.filters:
             return frame
         if self.graph is None:
             self.graph = av.filter.Graph()
+            self.graph.threads = 1  # DataLoader workers already fill the cores
             nodes = [self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
                                            time_base=frame.time_base or Fraction(1, 1000))]
-            nodes += [self.graph.add(name, args) for name, args in _TURNS[self.rotation]]
+            nodes += [self.graph.add(name, args) for name, args in self.filters]
             nodes.append(self.graph.add("buffersink"))
             for a, b in zip(nodes, nodes[1:]):
                 a.link_to(b)
@@ -178,7 +180,7 @@ def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
             raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
-        upright, convert = _Upright(info.rotation), convert_for(info)
+        upright, convert = _Filters(_TURNS.get(info.rotation, [])), convert_for(info)
         return _decode(container, stream, indices, lambda frame: convert(upright(frame)), info, timeline,
                        str(path)), info
 
@@ -188,12 +190,13 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size:
     """Open a video once, pick indices from its metadata with `choose`, return uint8 RGB (T, H, W, C) and info.
 
     upscale=False keeps the native size when an int `size` is larger than the short side (cheaper: the
-    transforms resize once anyway). RGB comes from swscale with ffmpeg's default (bicubic) filter, which gives
-    `ffmpeg -pix_fmt rgb24`'s values also where it interpolates chroma (odd sizes).
+    transforms resize once anyway). RGB comes from the filters `ffmpeg -pix_fmt rgb24` inserts (scale, bicubic,
+    then format), so its values are ffmpeg's also where swscale interpolates chroma (odd sizes).
     """
     def convert_for(info: VideoInfo):
         height, width = output_size(info.height, info.width, size, upscale)
-        return lambda frame: frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BICUBIC")
+        rgb = _Filters([("scale", f"{width}:{height}:flags=bicubic"), ("format", "rgb24")])
+        return lambda frame: rgb(frame).to_ndarray()
 
     return _open_clip(path, choose, convert_for, threads)
 
@@ -257,15 +260,23 @@ def _packed_planes(frame: av.VideoFrame) -> np.ndarray:
 
 
 def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
-                  upscale: bool = True, threads: bool = False) -> tuple[YuvFrames, VideoInfo]:
+                  upscale: bool = True, threads: bool = False,
+                  min_shrink: float = 1.0) -> tuple[YuvFrames, VideoInfo]:
     """As `read_clip`, but frames stay planar YUV with ffmpeg's colours (see `_encoding`): 8-bit 4:2:0, 4:2:2
     or 4:4:4 as decoded, or converted by swscale to 4:4:4 (other formats, odd heights, and `size`: frames
-    scaled there, bilinear, antialiased when shrinking, as the transforms' resize)."""
+    scaled there, bilinear, antialiased when shrinking, as the transforms' resize).
+
+    `min_shrink`: frames are scaled down to `size` only where that divides their short side by at least this
+    much, else kept at native size (a small reduction saves little memory and costs the exact crop geometry).
+    """
     encoding: list = []  # (height, width, full range, BT.709, chroma subsampling) of the returned planes
     reformatter = VideoReformatter()
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
         height, width = output_size(frame.height, frame.width, size, upscale)
+        short, target = min(frame.height, frame.width), min(height, width)
+        if target < short < target * min_shrink:  # shrinking by less than min_shrink: native size
+            height, width = frame.height, frame.width
         name, full = _encoding(frame)
         if name is None or (frame.height, frame.width) != (height, width):
             colour_range = ColorRange.JPEG if full else ColorRange.MPEG
