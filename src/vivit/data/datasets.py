@@ -68,8 +68,9 @@ class VideoDataset(Dataset):
         return eval_clips(n, self.num_frames, self.frame_stride, self.num_clips)
 
     def decode_size(self) -> int:
-        """Short side frames are decoded at when the source is larger: the largest the transform can use (the
-        resize target, times the largest scale-jitter zoom in training), so memory follows the output size."""
+        """Short side frames are decoded at when the source is at least twice as large: the largest the transform
+        can use (the resize target, times the largest scale-jitter zoom in training), so memory follows the
+        output size; smaller sources keep their native size and the transform's exact crop geometry."""
         short_side = self.augment.resize_to(self.image_size)
         return math.ceil(short_side * max(1.0, self.augment.scale_jitter[1])) if self.train else short_side
 
@@ -79,7 +80,8 @@ class VideoDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         short_side = self.augment.resize_to(self.image_size)
         frames, _ = read_clip_yuv(path, lambda info: np.concatenate(self._indices(info, rng)),
-                                  size=self.decode_size(), upscale=False, threads=self.decode_threads)
+                                  size=self.decode_size(), upscale=False, threads=self.decode_threads,
+                                  min_shrink=2.0)
         if self.train:
             generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
             return train_transform(frames, self.image_size, self.augment, generator, short_side), label, index
