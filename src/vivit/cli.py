@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import sys
 import traceback
+from typing import Any
 
 from vivit.errors import VivitError
 
@@ -23,6 +25,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("vivit.engine.export", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
     "demo": ("vivit.engine.demo", "synthetic motion data -> train factorised encoder and average-pool baseline -> compare"),
 }
+
+
+def print_json(obj: Any) -> None:
+    """Every command's `--json` output: one document, indented by 2, non-ASCII kept as is."""
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
 def positive_int(text: str) -> int:

@@ -1,12 +1,13 @@
-"""`vivit convert --from {hf,scenic,image-vit} SRC DST`: write a foreign checkpoint in our folder format."""
+"""`vivit convert --from {hf,scenic,image-vit} SRC OUT`: write a foreign checkpoint in our folder format;
+`vivit convert --to hf SRC OUT`: write our model (a NAME, CHECKPOINT or FOLDER) as a transformers folder."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from vivit.cli import print_json
 from vivit.config import CLASSIFIERS, VARIANTS
 from vivit.errors import VivitError
 from vivit.model import posembed
@@ -18,13 +19,20 @@ from vivit.textfiles import read_labels
 from vivit.weights.store import LoadReport, check_replaceable, sibling_config
 
 SOURCES = ("hf", "scenic", "image-vit")
+TARGETS = ("hf",)
+FROM_ONLY = ("variant", "frames", "size", "classes", "classifier", "source_size", "pos_interpolation")  # None unless given
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--from", dest="source", choices=SOURCES, required=True, help="checkpoint kind")
-    parser.add_argument("src", help="HF folder/file, Scenic msgpack checkpoint, or image ViT (.npz/.safetensors/.bin, "
-                                    "HF folder or Flax msgpack train state; layouts: README)")
-    parser.add_argument("dst", help="output folder (config.json + model.safetensors [+ labels.txt])")
+    direction = parser.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from", dest="source", choices=SOURCES, help="foreign checkpoint kind, into our format")
+    direction.add_argument("--to", dest="target", choices=TARGETS,
+                           help="hf: our model as a transformers VivitForVideoClassification folder (Model 1)")
+    parser.add_argument("src", help="--from: HF folder/file, Scenic msgpack checkpoint, or image ViT (.npz/.safetensors/"
+                                    ".bin, HF folder or Flax msgpack train state; layouts: README); "
+                                    "--to: a model NAME (`vivit models`), CHECKPOINT (.pt) or FOLDER")
+    parser.add_argument("out", metavar="OUT", help="output folder (--from: config.json + model.safetensors "
+                                                   "[+ labels.txt]; --to hf: + preprocessor_config.json)")
     parser.add_argument("--variant", choices=sorted(VARIANTS),
                         help="image-vit: the video variant to build (default st); scenic: 'fdp' for Model 4 checkpoints")
     parser.add_argument("--frames", type=int, help="frames of the converted model (pos-embeds are resampled)")
@@ -51,9 +59,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="image-vit: our 2D-to-3D initialisation or the official Scenic init_from_train_state")
     parser.add_argument("--pos-size-change", default="resize_tile", choices=image_vit.POS_SIZE_CHANGES,
                         help="image-vit --recipe scenic: the official positional_embed_size_change")
-    parser.add_argument("--labels", type=Path, help="a text file of class names, one a line, saved with the model")
+    parser.add_argument("--labels", type=Path, help="a text file of class names, one a line, saved with the model "
+                                                    "(--to hf: its id2label)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace DST even when it is not an empty or vivit model folder")
+                        help="replace OUT even when it is not an empty or vivit model folder")
     parser.add_argument("--json", action="store_true", help="machine-readable output (the load report)")
 
 
@@ -86,24 +95,54 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
 
 
 def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
-    """DST must not be SRC, inside it or around it (the conversion would delete what it reads), and must be
+    """OUT must not be SRC, inside it or around it (the conversion would delete what it reads), and must be
     new, empty or a vivit model folder unless --overwrite."""
     source, target = src.resolve(), dst.resolve()
     if source == target or source in target.parents or target in source.parents:
-        raise VivitError(f"DST {dst} overlaps SRC {src}: writing it would delete the checkpoint being converted; "
-                         "choose a DST outside SRC")
+        raise VivitError(f"OUT {dst} overlaps SRC {src}: writing it would delete the checkpoint being converted; "
+                         "choose an OUT outside SRC")
     if not overwrite:
         check_replaceable(dst)
 
 
+def to_hf_folder(src: str, out: str | Path, labels_file: Path | None = None) -> dict[str, Any]:
+    """Our model (NAME, CHECKPOINT or FOLDER) -> a transformers folder with its class names and the
+    preprocessing it was trained with (short side, crop, normalisation) as `preprocessor_config.json`."""
+    from vivit.engine.checkpoint import load_model
+    from vivit.engine.evaluate import eval_preprocessing
+
+    model, classes, train_config = load_model(src)
+    hf.hf_config(model.config)  # refuse what HF cannot represent before anything is written
+    stride, augment = eval_preprocessing(train_config)
+    crop = model.config.image_size[0]
+    processor = hf.image_processor_config(crop, augment.resize_to(crop), augment.normalization)
+    labels = read_labels(labels_file) if labels_file is not None else classes
+    hf.save_hf(model, out, labels, processor)
+    return {"out": str(out), "format": "hf", "frames": model.config.num_frames, "frame_stride": stride,
+            "num_classes": model.config.num_classes, "preprocessor": processor}
+
+
 def run(args: argparse.Namespace) -> int:
-    check_destination(Path(args.src), Path(args.dst), args.overwrite)
+    check_destination(Path(args.src), Path(args.out), args.overwrite)
+    if args.target is not None:
+        given = [f"--{name.replace('_', '-')}" for name in FROM_ONLY if getattr(args, name) is not None]
+        if given:
+            raise VivitError(f"{', '.join(given)} adapt(s) a --from conversion; --to {args.target} writes the model as it is")
+        result = to_hf_folder(args.src, args.out, args.labels)
+        if args.json:
+            print_json(result)
+        else:
+            size, crop = result["preprocessor"]["size"]["shortest_edge"], result["preprocessor"]["crop_size"]["height"]
+            print(f"saved {args.src} for transformers to {args.out} (VivitForVideoClassification, "
+                  f"{result['num_classes']} classes; {result['frames']} frames at stride {result['frame_stride']}, "
+                  f"short side {size}, crop {crop}, pixels as trained)")
+        return 0
     model, report, labels = convert(args)
-    model.save_pretrained(args.dst, labels, overwrite=args.overwrite)
+    model.save_pretrained(args.out, labels, overwrite=args.overwrite)
     if args.json:
-        print(json.dumps({"dst": str(args.dst), "config": model.config.to_dict(), "report": report.to_dict()}, indent=2))
+        print_json({"out": str(args.out), "config": model.config.to_dict(), "report": report.to_dict()})
     else:
         print(report.summary())
         params_m = count_parameters(model) / 1e6
-        print(f"saved {model.config.variant} model ({params_m:.2f} M params) to {args.dst}")
+        print(f"saved {model.config.variant} model ({params_m:.2f} M params) to {args.out}")
     return 0

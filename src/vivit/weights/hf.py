@@ -9,8 +9,10 @@ timm layout (`blocks.i.attn.qkv`, ...), which HF's image `ViTModel` shares (see 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -125,6 +127,9 @@ def hf_config(config: ViViTConfig) -> dict[str, Any]:
                           f"got {config.variant!r}, {config.tokenizer!r}, {config.classifier!r}")
     if config.image_size[0] != config.image_size[1]:
         raise ConfigError(f"HF ViViT needs a square image_size, got {config.image_size}")
+    if config.class_splits:
+        raise ConfigError("HF VivitForVideoClassification has one classifier: a multi-head model (class_splits "
+                          f"{list(config.class_splits)}) cannot be converted")
     if config.representation_size is not None:
         raise ConfigError("HF VivitForVideoClassification has no pre-logits layer (its classifier reads the cls token): "
                           f"representation_size must be None, got {config.representation_size}")
@@ -210,3 +215,56 @@ def labels_from_hf(hf_config: Any) -> list[str] | None:
     id2label = {int(k): v for k, v in (c.get("id2label") or {}).items()}
     labels = [id2label[i] for i in range(len(id2label))]
     return None if not labels or all(v == f"LABEL_{i}" for i, v in enumerate(labels)) else labels
+
+
+# A folder for transformers ------------------------------------------------------------------------------
+PROCESSOR_FILE = "preprocessor_config.json"
+BILINEAR = 2  # PIL.Image.Resampling.BILINEAR, VivitImageProcessor's default `resample`
+
+
+def image_processor_config(crop: int, short_side: int, normalization: Any = "minus_one_one") -> dict[str, Any]:
+    """`VivitImageProcessor` settings for our preprocessing: resize the short side to `short_side`, centre crop
+    `crop`, then our normalisation. The processor computes `x * rescale_factor - 1` (offset=True; its video
+    processor always subtracts 1) and then, if do_normalize, `(x - mean) / std`: [-1, 1] is rescale_factor
+    1/127.5 without normalize (the Hub checkpoint's extra mean = std = 0.5 gives [-3, 1]); our (mean, std) on
+    [0, 1] pixels is rescale_factor 1/255 with mean - 1 and std, since (x/255 - 1) - (mean - 1) = x/255 - mean."""
+    common = {"image_processor_type": "VivitImageProcessor", "do_resize": True, "size": {"shortest_edge": short_side},
+              "resample": BILINEAR, "do_center_crop": True, "crop_size": {"height": crop, "width": crop},
+              "do_rescale": True, "offset": True}
+    if normalization == "minus_one_one":
+        return {**common, "rescale_factor": 1 / 127.5, "do_normalize": False,
+                "image_mean": [0.0, 0.0, 0.0], "image_std": [1.0, 1.0, 1.0]}
+    mean, std = normalization
+    return {**common, "rescale_factor": 1 / 255, "do_normalize": True,
+            "image_mean": [float(m) - 1 for m in mean], "image_std": [float(s) for s in std]}
+
+
+def hf_folder_config(config: ViViTConfig, labels: list[str]) -> dict[str, Any]:
+    """`config.json` of a `VivitForVideoClassification` folder: the architecture and id2label/label2id."""
+    if not config.num_classes:
+        raise ConfigError("HF VivitForVideoClassification needs a classifier: this model has num_classes=0")
+    if len(labels) != config.num_classes or len(set(labels)) != len(labels):
+        raise ConfigError(f"HF id2label needs {config.num_classes} distinct class names, got {len(labels)} "
+                          f"({len(set(labels))} distinct)")
+    return {"architectures": ["VivitForVideoClassification"], "model_type": "vivit", **hf_config(config),
+            "id2label": {str(i): name for i, name in enumerate(labels)},
+            "label2id": {name: i for i, name in enumerate(labels)}}
+
+
+def save_hf(model: ViViT, out: str | Path, labels: list[str], processor: Mapping[str, Any]) -> Path:
+    """Write a folder `transformers.VivitForVideoClassification.from_pretrained` loads: config.json,
+    model.safetensors (4.x key names, which transformers 4.x reads and 5.x converts on loading, as it does
+    for the Hub checkpoint) and preprocessor_config.json (`processor`, see `image_processor_config`)."""
+    from safetensors.torch import save_file
+
+    from vivit.weights.store import write_folder
+
+    config = hf_folder_config(model.config, labels)
+    tensors = {k: v.contiguous() for k, v in to_hf(model, names="v4").items()}
+
+    def write(tmp: Path) -> None:
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / PROCESSOR_FILE).write_text(json.dumps(dict(processor), indent=2) + "\n", encoding="utf-8")
+
+    return write_folder(Path(out), write)

@@ -15,7 +15,7 @@ import pickle
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,10 +230,8 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
         raise VivitError(f"{len(labels)} labels given for a model with num_classes={model.config.num_classes}")
     if not overwrite:
         check_replaceable(path, extra=tuple(extra_files or ()))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # written in full beside `path`, then swapped in: a kill never leaves a torn folder
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+
+    def write(tmp: Path) -> None:
         (tmp / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
         tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "library": "vivit"})
@@ -241,6 +239,22 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
             write_labels(tmp / LABELS_FILE, labels)
         for extra, text in (extra_files or {}).items():
             (tmp / extra).write_text(text, encoding="utf-8")
+
+    return write_folder(path, write)
+
+
+def write_folder(path: Path, write: Callable[[Path], None]) -> Path:
+    """Fill a temporary folder beside `path` with `write(tmp)`, then swap it in for `path` (a kill never leaves
+    a torn folder). The folder and its files get the permissions of any new file (0777/0666 minus the umask):
+    `tempfile.mkdtemp` makes 0700 folders and safetensors writes 0600 files."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        write(tmp)
+        umask = current_umask()
+        for file in tmp.iterdir():
+            file.chmod(0o666 & ~umask)
+        tmp.chmod(0o777 & ~umask)
         if path.exists() or path.is_symlink():
             old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
             os.replace(path, old / path.name)
@@ -251,6 +265,13 @@ def save_pretrained(model: ViViT, path: str | Path, labels: list[str] | None = N
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def current_umask() -> int:
+    """The process's file mode creation mask (os.umask can only be read by setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def is_vivit_folder(path: Path) -> bool:
