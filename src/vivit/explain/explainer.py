@@ -1,0 +1,66 @@
+"""`explain_clip`: token-grid maps of where a ViViT looks in one clip, by attention rollout (class-agnostic)
+or gradient-weighted relevance (for chosen classes)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from vivit.errors import ConfigError, InputShapeError
+from vivit.explain.attention_capture import attention_probs, capture_attention
+from vivit.explain.relevance import relevance_steps
+from vivit.explain.rollout import RELEVANCE, ROLLOUT, pool_weights, token_map
+from vivit.model import ViViT
+
+METHODS = ("rollout", "relevance")
+
+
+class ClipExplanation(NamedTuple):
+    logits: torch.Tensor  # (num_classes,)
+    maps: list[torch.Tensor]  # (n_t, n_h, n_w) each, summing to 1: one for rollout, one per target for relevance
+    targets: list[int]  # the explained classes (relevance); empty for rollout
+
+
+def split_ranges(model: ViViT) -> dict[str, range]:
+    """Name -> class indices of each split of the logits (multi-head models); one split "class" otherwise."""
+    sizes = getattr(model.config, "splits", None) or {"class": model.config.num_classes}
+    ranges, start = {}, 0
+    for name, size in sizes.items():
+        ranges[name] = range(start, start + size)
+        start += size
+    return ranges
+
+
+def predicted_classes(model: ViViT, logits: torch.Tensor) -> list[int]:
+    """The top class of each split."""
+    return [r.start + int(logits[r.start:r.stop].argmax()) for r in split_ranges(model).values()]
+
+
+def explain_clip(model: ViViT, clip: torch.Tensor, method: str = "rollout",
+                 targets: list[int] | None = None) -> ClipExplanation:
+    """Maps over the (n_t, n_h, n_w) token grid for a (1, C, T, H, W) clip. "relevance" explains `targets`
+    (default: the top class of each split); "rollout" does not depend on a class."""
+    if method not in METHODS:
+        raise ConfigError(f"method {method!r} is not allowed; choose one of {list(METHODS)}")
+    if clip.ndim != 5 or clip.shape[0] != 1:
+        raise InputShapeError(f"explain takes one clip of shape (1, C, T, H, W), got {tuple(clip.shape)}")
+    if model.config.num_classes == 0:
+        raise ConfigError("the model has no classifier head (num_classes=0): there is nothing to explain")
+    cfg, grid = model.config, model.token_grid(clip)
+    model.eval()
+    relevance = method == "relevance"
+    with torch.set_grad_enabled(relevance), capture_attention(model, keep_values=relevance) as capture:
+        logits = model(clip)[0]
+    starts = {name: pool_weights(cfg.classifier, out) for name, out in capture.outputs.items()}
+    num_prefix = int(cfg.classifier == "token")
+    if not relevance:
+        steps = capture.steps(attention_probs)
+        return ClipExplanation(logits.detach(), [token_map(cfg.variant, steps, starts, grid, num_prefix, ROLLOUT)], [])
+    targets = predicted_classes(model, logits) if targets is None else list(targets)
+    for c in targets:
+        if not 0 <= c < cfg.num_classes:
+            raise ConfigError(f"class index {c} is out of range for {cfg.num_classes} classes")
+    maps = [token_map(cfg.variant, relevance_steps(capture, logits[c]), starts, grid, num_prefix, RELEVANCE)
+            for c in targets]
+    return ClipExplanation(logits.detach(), maps, targets)
