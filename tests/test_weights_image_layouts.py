@@ -359,3 +359,39 @@ def test_cli_convert_original_npz(tmp_path, capsys):
     assert main(["convert", "--from", "image-vit", str(tmp_path / "checkpoint_3"), str(tmp_path / "m"),
                  "--frames", "2"]) == 0
     assert "scenic layout" in capsys.readouterr().out
+
+
+REPR = 24
+
+
+@pytest.mark.parametrize("layout", ["vit-npz", "timm", "hf"])
+def test_image_pre_logits_reach_a_model_with_representation_size(tmp_path, layout):
+    """Official init copies the image `pre_logits` Dense when the video model has `representation_size`
+    (HF keeps the converted pre-logits as its pooler: tanh(Dense(cls)))."""
+    kernel, bias = rand(WIDTH, REPR), rand(REPR)  # Flax Dense kernel is (in, out)
+    if layout == "vit-npz":
+        tree = {**flax_vit(PRE_LINEN), "pre_logits/kernel": kernel, "pre_logits/bias": bias,
+                "head/kernel": rand(REPR, CLASSES), "head/bias": rand(CLASSES)}
+        source = tmp_path / "ViT-B_16.npz"
+        np.savez(source, **tree)
+        names = {"pre_logits/kernel", "pre_logits/bias"}
+    elif layout == "timm":
+        source = {k: v for k, v in read_image_vit(VIT).state.items() if not k.startswith("pre_logits")}  # timm names
+        source.update({"pre_logits.fc.weight": torch.from_numpy(kernel.T.copy()), "pre_logits.fc.bias": torch.from_numpy(bias)})
+        names = {"pre_logits.fc.weight", "pre_logits.fc.bias"}
+    else:
+        source = {**HF, "pooler.dense.weight": torch.from_numpy(kernel.T.copy()), "pooler.dense.bias": torch.from_numpy(bias)}
+        names = {"pooler.dense.weight", "pooler.dense.bias"}
+    for recipe in ("default", "scenic"):
+        model = vivit.create_model("vivit-ti-16x2-st", num_frames=2, image_size=SIZE, tubelet=(2, PATCH, PATCH),
+                                   width=WIDTH, depth=DEPTH, num_heads=HEADS, mlp_dim=MLP, num_classes=3,
+                                   representation_size=REPR)
+        report = init_from_image_vit(model, source, recipe=recipe)
+        torch.testing.assert_close(model.pre_logits.weight, torch.from_numpy(kernel.T.copy()), rtol=0, atol=0)
+        torch.testing.assert_close(model.pre_logits.bias, torch.from_numpy(bias), rtol=0, atol=0)
+        assert names <= set(report.used) and not names & set(report.unexpected)
+        assert not any(k.startswith("pre_logits") for k in report.missing)
+    plain = vivit.create_model("vivit-ti-16x2-st", num_frames=2, image_size=SIZE, tubelet=(2, PATCH, PATCH),
+                               width=WIDTH, depth=DEPTH, num_heads=HEADS, mlp_dim=MLP, num_classes=3)
+    report = init_from_image_vit(plain, source)
+    assert names <= set(report.unexpected)  # no representation_size: the image pre-logits stay unused

@@ -41,6 +41,10 @@ PRE_LINEN_BLOCK = {"norm1": ("LayerNorm_0", "ln"), "attn": ("MultiHeadDotProduct
 LINEN_BLOCK = scenic.JOINT_BLOCK  # LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0
 POSEMBED_INPUT = "Transformer/posembed_input/pos_embedding"
 SCAN_BLOCK = "Transformer/encoderblock/"  # big_vision `scan=True`: one block sub-tree, leading depth axis
+# The image classifier's pre-logits Dense (+ tanh), kept in the timm layout under PRE_LOGITS so that a video model
+# with `representation_size` can take it (as the official init does); it stays "unused" otherwise.
+PRE_LOGITS = "pre_logits.fc"
+PRE_LOGITS_SOURCES = {"flax": "pre_logits", "timm": "pre_logits.fc", "hf": "pooler.dense"}
 
 
 class FlaxLayout(NamedTuple):
@@ -139,6 +143,10 @@ def _flax_to_timm(flat: scenic.TrackedTree, layout: FlaxLayout) -> dict[str, tor
             pos = torch.cat([pos.new_zeros(1, 1, pos.shape[-1]), pos], dim=1)
     out["pos_embed"] = pos
     out.update({f"norm.{k}": v for k, v in scenic.layer_to_ours(flat, "Transformer/encoder_norm", "ln").items()})
+    if f"{PRE_LOGITS_SOURCES['flax']}/kernel" in flat:
+        dense = scenic.TrackedTree(flat)  # a copy: read without marking the source keys used
+        out.update({f"{PRE_LOGITS}.{k}": v for k, v in
+                    scenic.layer_to_ours(dense, PRE_LOGITS_SOURCES["flax"], "dense").items()})
     for i in range(block_depth(flat, r"Transformer/encoderblock_(\d+)/")):
         for ours, (sub, kind) in layout.block.items():
             layer = scenic.layer_to_ours(flat, f"Transformer/encoderblock_{i}/{sub}", kind)
@@ -167,7 +175,8 @@ def _read_flax(sd: Mapping[str, Any], prefix: str, name: str) -> _Read | None:
 def _read_timm(sd: Mapping[str, torch.Tensor]) -> _Read:
     keep = {k: v for k, v in sd.items()
             if k.startswith(("patch_embed.proj.", "blocks.", "norm.")) or k in ("cls_token", "pos_embed")}
-    return _Read(keep, set(keep), {k for k in sd if k.startswith(IGNORABLE)}, None, "timm")
+    extra = {k: v for k, v in sd.items() if k.startswith(PRE_LOGITS_SOURCES["timm"] + ".")}
+    return _Read({**keep, **extra}, set(keep), {k for k in sd if k.startswith(IGNORABLE)}, None, "timm")
 
 
 def _read_hf(sd: Mapping[str, torch.Tensor], heads: int | None) -> _Read:
@@ -175,6 +184,8 @@ def _read_hf(sd: Mapping[str, torch.Tensor], heads: int | None) -> _Read:
     state, used = hf.hf_to_timm({k.removeprefix(prefix): v for k, v in sd.items() if k.startswith(prefix)})
     ignorable = {k for k in sd if k.removeprefix(prefix).startswith(IGNORABLE)}
     layout = "hf-v4" if any(k.removeprefix(prefix).startswith("encoder.layer.") for k in sd) else "hf-v5"
+    pooler = f"{prefix}{PRE_LOGITS_SOURCES['hf']}."  # HF's pooler: tanh(Dense(cls)), the converted pre-logits
+    state.update({PRE_LOGITS + k.removeprefix(pooler[:-1]): v for k, v in sd.items() if k.startswith(pooler)})
     return _Read(state, {prefix + k for k in used}, ignorable, heads, layout)
 
 

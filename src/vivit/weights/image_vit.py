@@ -30,7 +30,7 @@ from vivit.errors import ConfigError, VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
-from vivit.weights.image_layouts import ImageViT, read_image_vit
+from vivit.weights.image_layouts import PRE_LOGITS, PRE_LOGITS_SOURCES, ImageViT, read_image_vit
 from vivit.weights.store import LoadReport, block_depth, load_state_dict
 
 FSA_TEMPORAL_INITS = ("copy", "zero")
@@ -220,9 +220,18 @@ def init_from_image_vit(
     if not has_cls and encoder.cls_token is not None and pos_key in ours:
         notes.append(f"the image has no cls token: {pos_key}[:, 0] (cls entry) is "
                      f"{'its initial value (official)' if scenic_recipe else 'zeros'}")
+    used, unused = image.used, image.unused
+    if model.pre_logits is not None and f"{PRE_LOGITS}.weight" in s:
+        if s[f"{PRE_LOGITS}.weight"].shape != model.pre_logits.weight.shape:
+            raise VivitError(f"{image.source}: pre-logits of shape {tuple(s[f'{PRE_LOGITS}.weight'].shape)} do not fit "
+                             f"the model's representation_size={cfg.representation_size}")
+        ours.update({f"pre_logits.{p}": s[f"{PRE_LOGITS}.{p}"] for p in ("weight", "bias")})
+        moved = [k for k in unused if any(src in k for src in PRE_LOGITS_SOURCES.values())]
+        used, unused = sorted([*used, *moved]), [k for k in unused if k not in moved]
+        notes.append("image pre-logits copied into pre_logits (official, with representation_size)")
     fresh = [k for k in model.state_dict() if k not in ours]
     report = load_state_dict(model, ours, image.source, allow_missing=fresh)
-    report.used, report.unexpected, report.notes = image.used, image.unused, report.notes + notes
+    report.used, report.unexpected, report.notes = used, unused, report.notes + notes
     if pos_key in ours and s["pos_embed"].shape != ours[pos_key].shape:
         report.resampled = {pos_key: [list(s["pos_embed"].shape), list(ours[pos_key].shape)]}
     return report
