@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vivit.engine.train", "train a ViViT from a YAML/TOML config plus key=value overrides; --resume continues"),
     "eval": ("vivit.engine.evaluate", "multi-view evaluation of a checkpoint: top-1/5, per-class accuracy, confusion matrix"),
     "predict": ("vivit.engine.predict", "top-k labels with probabilities for videos or folders of videos"),
+    "extract": ("vivit.engine.extract", "features (pooled, per view, tokens, chosen blocks) of a dataset's videos as safetensors"),
     "export": ("vivit.engine.export", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
     "demo": ("vivit.engine.demo", "synthetic motion data -> train factorised encoder and average-pool baseline -> compare"),
 }

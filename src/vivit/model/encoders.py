@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 
 import torch
 from torch import nn
@@ -60,13 +61,22 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor, grid: tuple[int, ...]) -> torch.Tensor:
         """x: (B, prod(grid), D) tokens, time-major -> (B, prefix + prod(grid), D)."""
+        return self.forward_intermediates(x, grid)[0]
+
+    def forward_intermediates(self, x: torch.Tensor, grid: tuple[int, ...], take: Collection[int] = (),
+                              norm: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As `forward`, also returning the output of each block in `take` (0-based), each (B, prefix +
+        prod(grid), D), passed through the final LayerNorm when `norm` (timm's `forward_intermediates`)."""
         if self.cls_token is not None:
             x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         x = self.pos_drop(x + posembed.resample(self.pos_embed, self.grid, grid, self.num_prefix))
         time_space = (grid[0], math.prod(grid[1:]))  # (n_t, n_s) for the factorised blocks
-        for block in self.blocks:
+        taken = []
+        for i, block in enumerate(self.blocks):
             if self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, time_space, use_reentrant=False)
             else:
                 x = block(x, time_space)
-        return self.norm(x)
+            if i in take:
+                taken.append(self.norm(x) if norm else x)
+        return self.norm(x), taken

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from einops import rearrange
@@ -118,6 +118,62 @@ class ViViT(nn.Module):
             return frame_tokens.mean(dim=1)
         return self.pool(self.temporal(self.temporal_proj(frame_tokens), grid[:1]))
 
+    def num_layers(self) -> int:
+        """Blocks `forward_intermediates` indexes: the encoder's, or for Model 2 the spatial encoder's
+        (0 .. depth - 1) followed by the temporal encoder's (depth .. depth + temporal_depth - 1)."""
+        if self.config.variant != "fe":
+            return len(self.encoder.blocks)
+        return len(self.spatial.blocks) + (len(self.temporal.blocks) if self.temporal is not None else 0)
+
+    def forward_intermediates(
+        self, video: torch.Tensor, indices: int | Sequence[int] | None = None, *, norm: bool = False,
+        output_fmt: str = "NCTHW", intermediates_only: bool = False, return_prefix_tokens: bool = False,
+    ) -> list[Any] | tuple[torch.Tensor, list[Any]]:
+        """Block outputs as timm's `VisionTransformer.forward_intermediates`: `indices` None = every block, an
+        int n = the last n, a sequence = those blocks (negative from the end), numbered as `num_layers`.
+
+        Each intermediate (prefix tokens split off; `norm`: through its encoder's final LayerNorm) is
+        "NLC" (B, N, D) or "NCTHW" (B, D, n_t, n_h, n_w); a temporal-encoder block of Model 2 has one token per
+        frame: (B, n_t, D) or (B, D, n_t, 1, 1). `return_prefix_tokens` pairs each with its cls token(s)
+        (Model 2 spatial blocks: one per frame, (B, n_t, D)). Also returned unless `intermediates_only`: the
+        last encoder's normed output with prefix, (B, prefix + N, D); `pool_output` of it is `forward_features`.
+        """
+        if output_fmt not in ("NLC", "NCTHW"):
+            raise ConfigError(f"output_fmt={output_fmt!r} is not allowed; choose one of ['NLC', 'NCTHW']")
+        total = self.num_layers()
+        wanted = [total - indices + i for i in range(indices)] if isinstance(indices, int) else (
+            range(total) if indices is None else [i + total if i < 0 else i for i in indices])
+        if (isinstance(indices, int) and not 0 < indices <= total) or any(not 0 <= i < total for i in wanted):
+            raise ConfigError(f"layer indices {indices!r} out of range: this model has {total} blocks (0..{total - 1})")
+        take = sorted(set(wanted))
+        b, grid = video.shape[0], self.token_grid(video)
+        tokens = self.tokenizer(video)  # (B, n_t, n_s, D)
+        if self.config.variant != "fe":
+            final, taken = self.encoder.forward_intermediates(tokens.flatten(1, 2), grid, take, norm)
+            out = [_split_prefix(z, self.encoder.num_prefix, grid, output_fmt) for z in taken]
+        else:  # Model 2: per-frame spatial blocks, then temporal blocks over the frame tokens
+            depth = len(self.spatial.blocks)
+            frames, taken = self.spatial.forward_intermediates(
+                rearrange(tokens, "b t s d -> (b t) s d"), grid[1:], [i for i in take if i < depth], norm)
+            def frame_grid(z: torch.Tensor) -> torch.Tensor:  # (B * n_t, n, D) -> (B, n_t * n, D), time-major
+                return rearrange(z, "(b t) n d -> b (t n) d", b=b)
+
+            p = self.spatial.num_prefix
+            out = [(_format(frame_grid(z[:, p:]), grid, output_fmt), frame_grid(z[:, :p])) for z in taken]
+            final = rearrange(self.pool(frames), "(b t) d -> b t d", b=b)  # (B, n_t, D) frame tokens
+            if self.temporal is not None:
+                final, taken = self.temporal.forward_intermediates(
+                    self.temporal_proj(final), grid[:1], [i - depth for i in take if i >= depth], norm)
+                out += [_split_prefix(z, self.temporal.num_prefix, (grid[0], 1, 1), output_fmt) for z in taken]
+        out = out if return_prefix_tokens else [z for z, _ in out]
+        return out if intermediates_only else (final, out)
+
+    def pool_output(self, final: torch.Tensor) -> torch.Tensor:
+        """`forward_intermediates`' last normed output (B, prefix + N, D) -> `forward_features` (B, num_features)."""
+        if self.config.variant == "fe" and self.temporal is None:
+            return final.mean(dim=1)  # the average-pool baseline's frame tokens
+        return self.pool(final)
+
     def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pooled feature -> logits; `pre_logits=True` stops before the head (the official `return_prelogits`)."""
         if self.pre_logits is not None:
@@ -140,6 +196,19 @@ class ViViT(nn.Module):
         for m in self.modules():
             if isinstance(m, Encoder):
                 m.grad_checkpointing = enable
+
+
+def _format(z: torch.Tensor, grid: tuple[int, int, int], output_fmt: str) -> torch.Tensor:
+    """(B, N, D) time-major tokens -> as they are ("NLC") or (B, D, n_t, n_h, n_w) ("NCTHW")."""
+    if output_fmt == "NLC":
+        return z
+    return rearrange(z, "b (t h w) d -> b d t h w", t=grid[0], h=grid[1], w=grid[2])
+
+
+def _split_prefix(z: torch.Tensor, prefix: int, grid: tuple[int, int, int],
+                  output_fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, prefix + N, D) -> (formatted patch tokens, prefix tokens (B, prefix, D))."""
+    return _format(z[:, prefix:], grid, output_fmt), z[:, :prefix]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
