@@ -7,6 +7,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vivit.model.activations import GELU
 from vivit.model.attention import Attention
 from vivit.model.linear import Linear
 
@@ -17,7 +18,7 @@ class Mlp(nn.Module):
     def __init__(self, dim: int, hidden: int, drop: float = 0.0, approximate: str = "tanh"):
         super().__init__()
         self.fc1 = Linear(dim, hidden)
-        self.act = nn.GELU(approximate=approximate)
+        self.act = GELU(approximate)
         self.fc2 = Linear(hidden, dim)
         self.drop = nn.Dropout(drop)
 
