@@ -22,7 +22,7 @@ from collections import deque
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import av
 import av.error
@@ -269,7 +269,15 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
     `min_shrink`: frames are scaled down to `size` only where that divides their short side by at least this
     much, else kept at native size (a small reduction saves little memory and costs the exact crop geometry).
     """
-    encoding: list = []  # (height, width, full range, BT.709, chroma subsampling) of the returned planes
+    convert, encoding = _yuv_converter(size, upscale, min_shrink)
+    frames, info = _open_clip(path, choose, lambda info: convert, threads)
+    return YuvFrames(frames, *encoding), info
+
+
+def _yuv_converter(size: Size, upscale: bool, min_shrink: float) -> tuple[Converter, list]:
+    """`read_clip_yuv`'s frame -> packed planes converter, and the list it fills with the planes' encoding
+    (height, width, full range, BT.709, chroma subsampling) at its first frame."""
+    encoding: list = []
     reformatter = VideoReformatter()
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
@@ -288,8 +296,42 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
             encoding.extend([height, width, full, frame.colorspace == _BT709, _PLANAR_YUV[name]])
         return _packed_planes(frame)
 
-    frames, info = _open_clip(path, choose, lambda info: convert, threads)
-    return YuvFrames(frames, *encoding), info
+    return convert, encoding
+
+
+def iter_frames_yuv(path: str | Path, size: Size = None, upscale: bool = True, min_shrink: float = 1.0,
+                    step: int = 1, threads: bool = True) -> Iterator[tuple[int, YuvFrames]]:
+    """Frames 0, step, 2 step, ... of the time axis in one sequential decode, each `(index, one-frame YuvFrames)`
+    exactly as `read_clip_yuv` returns that index (upright, at reduced size, placed by timestamp: a VFR frame
+    may repeat or be skipped); only one decoded frame is held at a time, so memory does not grow with length."""
+    if step < 1:
+        raise DataError(f"step must be >= 1, got {step}")
+    with open_video(path) as container:
+        stream = video_stream(container)
+        if threads:
+            stream.thread_type = "AUTO"
+        info, timeline = stream_info(container, stream)
+        upright, (convert, encoding) = _Filters(_TURNS.get(info.rotation, [])), _yuv_converter(size, upscale, min_shrink)
+        index, previous, shown = 0, None, -1
+        for frame in container.decode(stream):
+            timestamp = timeline.timestamp(frame)
+            shown = shown + 1 if timestamp is None else timeline.first_index(timestamp)
+            current = _Lazy(frame, lambda f: convert(upright(f)))
+            while index < min(shown, info.frames):  # the previous frame is on screen until this one starts
+                if index % step == 0:
+                    data = (previous or current).get()
+                    yield index, YuvFrames(data[None], *encoding)
+                index += 1
+            if index >= info.frames:
+                return
+            previous = current
+        if previous is None:
+            raise DataError("no frame could be decoded")
+        if index < info.frames - 2:
+            log.warning("%s: the video ends after frame %d of %d: repeating it", path, index - 1, info.frames)
+        for index in range(index, info.frames):
+            if index % step == 0:
+                yield index, YuvFrames(previous.get()[None], *encoding)
 
 
 def read_frames(path: str | Path, indices, size: Size = None, threads: bool = False) -> np.ndarray:

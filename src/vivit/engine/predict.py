@@ -82,6 +82,9 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    from vivit.engine.timeline import add_timeline_arguments
+
+    add_timeline_arguments(parser)
     parser.add_argument("checkpoint", nargs="?", help="training checkpoint (.pt), pretrained folder or model name "
                                                       "(`vivit models`); a video when --model is given")
     parser.add_argument("videos", nargs="+", help="video files or folders of videos (searched recursively)")
@@ -99,6 +102,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.timeline:
+        from vivit.engine.timeline import run_timeline
+
+        return run_timeline(args)
     if args.model is None and args.checkpoint is None:
         raise ConfigError("no model given: `vivit predict MODEL VIDEO...` or `vivit predict VIDEO... --model MODEL`")
     checkpoint, videos = args.checkpoint, args.videos

@@ -1,0 +1,239 @@
+"""`vivit predict VIDEO --timeline`: class probabilities along a whole video, clip by clip.
+
+Windows are the model's clips (`num_frames` frames every `frame_stride`, the training run's) starting every
+`--window-stride` seconds (default: one clip's duration, so windows tile the video), rounded to whole frame
+strides. The video is decoded once, front to back (`vivit.data.decode.iter_frames_yuv`, at the size the
+dataset decodes at); a ring buffer holds the frames of the windows not yet complete, each window goes through
+the eval transform (centre crop) as a dataset's clip would, and windows are batched through the model while the
+next ones decode. Memory is the buffer, one batch and the per-window probabilities: flat in video length.
+Rows are `start, end` (seconds) and the top-k labels with probabilities (per split for multi-head models),
+optionally smoothed by a moving average over windows; written as CSV, JSON and a PNG of the top classes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import queue
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from vivit.cli import positive_int
+from vivit.data.decode import YuvFrames, iter_frames_yuv, probe
+from vivit.data.sampling import clip_indices, clip_span
+from vivit.data.transforms import eval_transform
+from vivit.engine.atomic import atomic_write
+from vivit.engine.build import autocast, resolve_device
+from vivit.engine.logging import progress
+from vivit.errors import ConfigError
+
+
+def window_starts(frames: int, num_frames: int, frame_stride: int, hop: int) -> list[int]:
+    """First frame of each window: 0, hop, 2 hop, ... while a whole clip fits (one window for a short video)."""
+    return list(range(0, max(frames - clip_span(num_frames, frame_stride), 0) + 1, hop))
+
+
+def hop_frames(hop_seconds: float | None, fps: float, num_frames: int, frame_stride: int) -> int:
+    """Window hop in frames: `hop_seconds` rounded to whole frame strides (at least one), default one clip."""
+    if hop_seconds is None:
+        return num_frames * frame_stride
+    if hop_seconds <= 0:
+        raise ConfigError(f"--window-stride must be > 0 seconds, got {hop_seconds}")
+    return frame_stride * max(1, round(hop_seconds * fps / frame_stride))
+
+
+def clips(video: str | Path, starts: list[int], frames: int, *, num_frames: int, frame_stride: int, image_size: int,
+          short_side: int, normalization: Any) -> Iterator[torch.Tensor]:
+    """(C, T, S, S) model input of each window, from one sequential decode through a ring buffer of frames."""
+    windows = [clip_indices(frames, num_frames, frame_stride, s) for s in starts]
+    step = frame_stride if all(int(i) % frame_stride == 0 for w in windows for i in w) else 1
+    buffer: dict[int, YuvFrames] = {}
+    done = 0
+    for index, frame in iter_frames_yuv(video, size=short_side, upscale=False, min_shrink=2.0, step=step):
+        buffer[index] = frame
+        while done < len(windows) and int(windows[done][-1]) <= index:
+            first = buffer[int(windows[done][0])]
+            data = np.concatenate([buffer[int(i)].data for i in windows[done]])
+            yield eval_transform(replace(first, data=data), image_size, 1, normalization, short_side)[0]
+            done += 1
+            keep = int(windows[done][0]) if done < len(windows) else index + 1
+            for old in [i for i in buffer if i < keep]:
+                del buffer[old]
+
+
+def prefetch(items: Iterator[Any], size: int) -> Iterator[Any]:
+    """`items` produced by a background thread, at most `size` ahead (decoding overlaps the model)."""
+    slots: queue.Queue = queue.Queue(maxsize=size)
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                slots.put(item)
+            slots.put(end)
+        except BaseException as e:  # handed to the consumer, which raises it
+            slots.put(e)
+
+    threading.Thread(target=produce, daemon=True).start()
+    while (item := slots.get()) is not end:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def smooth(probs: torch.Tensor, windows: int) -> torch.Tensor:
+    """Centred moving average over `windows` rows of (N, K) probabilities (fewer at the ends)."""
+    if windows <= 1:
+        return probs
+    kernel = torch.ones(1, 1, windows, dtype=probs.dtype)
+    pad = (windows // 2, windows - 1 - windows // 2)
+    total = torch.nn.functional.conv1d(torch.nn.functional.pad(probs.T[:, None], pad), kernel)[:, 0]
+    count = torch.nn.functional.conv1d(torch.nn.functional.pad(torch.ones(1, 1, len(probs), dtype=probs.dtype), pad),
+                                       kernel)[0]
+    return (total / count).T
+
+
+def splits_of(model: Any, classes: list[str]) -> dict[str, list[str]]:
+    """Split name -> its class names (one split "class" for a single head)."""
+    sizes = model.config.splits if getattr(model.config, "class_splits", None) else {"class": len(classes)}
+    out, start = {}, 0
+    for name, size in sizes.items():
+        out[name], start = classes[start:start + size], start + size
+    return out
+
+
+def timeline(checkpoint: str | Path, video: str | Path, *, window_stride: float | None = None,
+             frame_stride: int | None = None, top_k: int = 5, smoothing: int = 1, batch_size: int = 8,
+             device: str = "auto", precision: str | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Rows `{start, end, predictions}` along `video`; `predictions` a top-k list of `{label, probability}`
+    (a multi-head model: `{split: list}`). `probs`: each split's (windows, classes) probabilities."""
+    from vivit.engine.checkpoint import load_model
+    from vivit.engine.evaluate import eval_preprocessing, inference_precision
+
+    model, classes, train_config = load_model(checkpoint)
+    stride, augment = eval_preprocessing(train_config)
+    stride = frame_stride or stride
+    cfg, info = model.config, probe(video)
+    starts = window_starts(info.frames, cfg.num_frames, stride, hop_frames(window_stride, info.fps, cfg.num_frames, stride))
+    dev = resolve_device(device)
+    precision = precision or inference_precision(train_config, dev)
+    model.to(dev).eval()
+    inputs = prefetch(clips(video, starts, info.frames, num_frames=cfg.num_frames, frame_stride=stride,
+                            image_size=cfg.image_size[0], short_side=augment.resize_to(cfg.image_size[0]),
+                            normalization=augment.normalization), 2 * batch_size)
+    logits, batch = [], []
+
+    def run_batch() -> None:
+        with torch.no_grad(), autocast(dev, precision):
+            logits.append(model(torch.stack(batch).to(dev)).float().cpu())
+        batch.clear()
+
+    for clip in progress(inputs, desc="timeline", total=len(starts), unit="window", quiet=quiet):
+        batch.append(clip)
+        if len(batch) == batch_size:
+            run_batch()
+    if batch:
+        run_batch()
+    scores = torch.cat(logits)
+    splits, probs, offset = splits_of(model, classes), {}, 0
+    for name, names in splits.items():
+        probs[name] = smooth(scores[:, offset:offset + len(names)].softmax(dim=-1), smoothing)
+        offset += len(names)
+    rows = []
+    for n, s in enumerate(starts):
+        end = min(s + clip_span(cfg.num_frames, stride), info.frames) / info.fps
+        tops = {name: [{"label": splits[name][c], "probability": round(float(p), 6)}
+                       for p, c in zip(*probs[name][n].topk(min(top_k, len(splits[name]))))]
+                for name in splits}
+        rows.append({"start": round(s / info.fps, 3), "end": round(end, 3),
+                     "predictions": tops["class"] if list(tops) == ["class"] else tops})
+    return {"checkpoint": str(checkpoint), "video": str(video), "fps": info.fps, "frames": info.frames,
+            "window_frames": cfg.num_frames, "frame_stride": stride, "smoothing": smoothing, "rows": rows,
+            "classes": splits, "probs": probs}
+
+
+def to_json(result: dict[str, Any]) -> str:
+    """The result without the full per-window probabilities (`probs`, tensors: the PNG's data)."""
+    return json.dumps({k: v for k, v in result.items() if k != "probs"}, indent=2)
+
+
+def write_csv(result: dict[str, Any], path: Path) -> None:
+    """start, end, then label_i / probability_i for each of the top-k (prefixed `split:` per split)."""
+    def flat(row: dict[str, Any]) -> dict[str, Any]:
+        preds = row["predictions"] if isinstance(row["predictions"], dict) else {"": row["predictions"]}
+        out = {"start": row["start"], "end": row["end"]}
+        for split, top in preds.items():
+            for i, p in enumerate(top, 1):
+                out[f"{split + ':' if split else ''}label_{i}"] = p["label"]
+                out[f"{split + ':' if split else ''}probability_{i}"] = p["probability"]
+        return out
+
+    rows = [flat(r) for r in result["rows"]]
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(result: dict[str, Any], path: Path, classes_shown: int = 5) -> Path:
+    """Probability over time of the classes that peak highest, one panel per split."""
+    from vivit.engine.plots import _save, plt
+
+    mid = [(r["start"] + r["end"]) / 2 for r in result["rows"]]
+    scale, unit = (60, "min") if mid and mid[-1] > 600 else (1, "s")
+    fig, axes = plt.subplots(len(result["probs"]), 1, figsize=(8, 2.6 * len(result["probs"])), squeeze=False)
+    for ax, (split, probs) in zip(axes[:, 0], result["probs"].items()):
+        p = probs
+        for c in p.amax(dim=0).topk(min(classes_shown, p.shape[1])).indices.tolist():
+            ax.plot([m / scale for m in mid], p[:, c], label=result["classes"][split][c], lw=1.5)
+        ax.set(ylim=(0, 1), ylabel="probability", title=Path(result["video"]).name + ("" if split == "class" else f" ({split})"))
+        ax.legend(loc="upper right", fontsize=7, ncol=2)
+        ax.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel(f"time ({unit})")
+    return _save(fig, path)
+
+
+def add_timeline_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeline", action="store_true", help="top-k along one whole video, window by window")
+    parser.add_argument("--window-stride", type=float, default=None, metavar="SECONDS",
+                        help="--timeline: seconds between window starts (default: one clip's duration)")
+    parser.add_argument("--smooth", type=positive_int, default=1, metavar="WINDOWS",
+                        help="--timeline: moving average of probabilities over this many windows (default 1: none)")
+    parser.add_argument("--timeline-out", default=None, metavar="DIR",
+                        help="--timeline: write <video>.timeline.csv / .json / .png there")
+
+
+def run_timeline(args: argparse.Namespace) -> int:
+    if args.model is None and args.checkpoint is None:
+        raise ConfigError("no model given: `vivit predict MODEL VIDEO --timeline` or `vivit predict VIDEO --timeline --model MODEL`")
+    checkpoint, videos = args.checkpoint, args.videos
+    if args.model is not None:
+        checkpoint, videos = args.model, [v for v in (args.checkpoint, *args.videos) if v is not None]
+    if len(videos) != 1 or not Path(videos[0]).is_file():
+        raise ConfigError(f"--timeline takes one video file, got {' '.join(map(str, videos))}")
+    result = timeline(checkpoint, videos[0], window_stride=args.window_stride, frame_stride=getattr(args, "stride", None),
+                      top_k=args.top_k, smoothing=args.smooth, batch_size=args.batch_size, device=args.device,
+                      precision=args.precision, quiet=args.quiet)
+    if args.timeline_out is not None:
+        out = Path(args.timeline_out)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = out / f"{Path(videos[0]).name}.timeline"
+        write_csv(result, stem.with_name(stem.name + ".csv"))
+        with atomic_write(stem.with_name(stem.name + ".json")) as tmp:
+            tmp.write_text(to_json(result))
+        plot(result, stem.with_name(stem.name + ".png"))
+    if args.json:
+        print(to_json(result))
+    else:
+        for row in result["rows"]:
+            preds = row["predictions"] if isinstance(row["predictions"], dict) else {"": row["predictions"]}
+            text = "  |  ".join((f"{s}: " if s else "") + "  ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in top)
+                                for s, top in preds.items())
+            print(f"{row['start']:9.2f}-{row['end']:9.2f}s  {text}")
+    return 0
