@@ -126,19 +126,21 @@ def timeline(checkpoint: str | Path, video: str | Path, *, window_stride: float 
     model.to(dev).eval()
     inputs = prefetch(clips(video, starts, info.frames, num_frames=cfg.num_frames, frame_stride=stride,
                             image_size=cfg.image_size[0], short_side=augment.resize_to(cfg.image_size[0]),
-                            normalization=augment.normalization), 2 * batch_size)
-    logits, batch = [], []
+                            normalization=augment.normalization), batch_size)
+    logits, batch, filled = [], None, 0
 
     def run_batch() -> None:
         with torch.no_grad(), autocast(dev, precision):
-            logits.append(model(torch.stack(batch).to(dev)).float().cpu())
-        batch.clear()
+            logits.append(model(batch[:filled].to(dev)).float().cpu())
 
     for clip in progress(inputs, desc="timeline", total=len(starts), unit="window", quiet=quiet):
-        batch.append(clip)
-        if len(batch) == batch_size:
+        if batch is None:  # filled in place: a batch is never held twice
+            batch = torch.empty(min(batch_size, len(starts)), *clip.shape)
+        batch[filled], filled = clip, filled + 1
+        if filled == len(batch):
             run_batch()
-    if batch:
+            filled = 0
+    if filled:
         run_batch()
     scores = torch.cat(logits)
     splits, probs, offset = splits_of(model, classes), {}, 0
