@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("vivit.engine.predict", "top-k labels with probabilities for videos or folders of videos"),
     "extract": ("vivit.engine.extract", "features (pooled, per view, tokens, chosen blocks) of a dataset's videos as safetensors"),
     "export": ("vivit.engine.export", "export a checkpoint to ONNX, checked against PyTorch with onnxruntime"),
+    "explain": ("vivit.explain.cli", "where a model looks in a video: attention rollout or class relevance maps, overlaid"),
     "demo": ("vivit.engine.demo", "synthetic motion data -> train factorised encoder and average-pool baseline -> compare"),
 }
 
