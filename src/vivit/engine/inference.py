@@ -1,0 +1,104 @@
+"""A model made ready for inference once, before the first clip: weights cast to the inference dtype,
+linears quantised to int8, or the whole forward compiled and frozen (what `predict` and `eval` run).
+
+- `precision="bf16"`: every parameter and buffer is cast to bfloat16 once (LayerNorm and softmax then run
+  in bf16 with float accumulation, as PyTorch's CPU kernels do), instead of autocast casting each weight on
+  every call. On CPUs with AVX512-BF16 / AMX the GEMMs run on bf16 units; on CPUs without them bf16 is
+  emulated and slower than fp32 (see benchmarks/inference.py). fp16 keeps per-call autocast.
+- `quantize="int8"`: dynamic quantisation of every linear (int8 weights, per-batch int8 activations,
+  fp32 elsewhere) with PyTorch's own x86/fbgemm kernels (`torch.ao.quantization`: VNNI on AVX-512 CPUs),
+  CPU only; the top-1 agreement and logit drift against fp32 are measured by benchmarks/inference.py.
+- `compile=True`: `torch.compile` (inductor) with `freezing` (weights folded as constants, prepacked for
+  oneDNN), paid once per input shape on the first batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import warnings
+from typing import Any
+import torch
+from torch import nn
+
+from vivit.errors import ConfigError
+from vivit.model.vivit import unwrap_model
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+QUANTIZATIONS = ("int8",)
+CAST_DTYPES = {"bf16": torch.bfloat16}  # cast once; other lower precisions run under autocast
+AUTOCAST_ONLY = {"fp16": torch.float16}
+
+
+class InferenceModel(nn.Module):
+    """Runs a prepared model on float videos and returns float32 logits: inputs cast to the weights' dtype
+    with autocast off (a caller's autocast would re-cast every op), or under autocast for fp16; `config`
+    is the underlying ViViT's."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, autocast_dtype: torch.dtype | None, config):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+        self.autocast_dtype = autocast_dtype
+        self.config = config
+
+    @torch.no_grad()
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        enabled = self.autocast_dtype is not None
+        with torch.autocast(video.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=enabled):
+            return self.model(video.to(self.dtype)).float()
+
+
+def quantize_linears(model: nn.Module) -> nn.Module:
+    """A copy of `model` whose `nn.Linear` layers (ours included) are dynamically quantised to int8: weights per
+    output channel, activations per batch (`torch.ao.nn.quantized.dynamic.Linear`)."""
+    from torch.ao.nn.quantized import dynamic as nnqd
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    quantized = copy.deepcopy(model)
+    for parent in list(quantized.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None)
+                plain.load_state_dict(child.state_dict())
+                plain.qconfig = per_channel_dynamic_qconfig  # one scale per output channel
+                with warnings.catch_warnings():  # torch.ao's deprecation notices (eager mode, quantized dtypes)
+                    warnings.simplefilter("ignore")
+                    setattr(parent, name, nnqd.Linear.from_float(plain))
+    return quantized
+
+
+def prepare_for_inference(model: nn.Module, precision: str = "fp32", *, compile: bool = False,
+                          quantize: str | None = None) -> InferenceModel:
+    """`model` in eval mode, ready to classify (see the module docstring). bf16 casts `model`'s own
+    parameters in place; int8 quantises a copy."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not allowed; choose one of {list(PRECISIONS)}")
+    if quantize is not None and quantize not in QUANTIZATIONS:
+        raise ConfigError(f"--quantize {quantize!r} is not allowed; choose one of {list(QUANTIZATIONS)}")
+    config = unwrap_model(model).config
+    device = next(model.parameters()).device
+    model.eval()
+    if quantize is not None:
+        if device.type != "cpu" or precision != "fp32":
+            raise ConfigError(f"--quantize {quantize} runs on the CPU in fp32 around the int8 linears; "
+                              f"use --device cpu --precision fp32 (got {device.type}, {precision})")
+        model = quantize_linears(model)
+    dtype = CAST_DTYPES.get(precision, torch.float32)
+    model = model.to(dtype)
+    if compile:
+        model = torch.compile(model, dynamic=False, options={"freezing": True})
+    return InferenceModel(model, dtype, AUTOCAST_ONLY.get(precision), config).eval()
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """`--compile` and `--quantize` of predict and eval (`--precision` is theirs)."""
+    parser.add_argument("--compile", action="store_true",
+                        help="compile and freeze the model first (torch.compile, inductor): pays on many clips")
+    parser.add_argument("--quantize", default=None, choices=QUANTIZATIONS,
+                        help="int8: dynamic int8 quantisation of the linears (CPU, fp32 precision)")
+
+
+def options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of `prepare_for_inference` given on the command line."""
+    return {"compile": args.compile, "quantize": args.quantize}

@@ -1,0 +1,93 @@
+"""`prepare_for_inference`: bf16 weights cast once (no per-call autocast), int8 dynamic linears on a copy,
+fp16 under autocast, and refusals of combinations that cannot run; `vivit predict` takes the prepared model."""
+
+import pytest
+import torch
+from conftest import tiny_model
+from torch.ao.nn.quantized import dynamic as nnqd
+
+from vivit.engine import inference
+from vivit.engine.inference import prepare_for_inference
+from vivit.errors import ConfigError
+
+
+@pytest.fixture
+def model_and_video():
+    model = tiny_model("st").eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)  # the zero-initialised head would hide every difference
+    return model, torch.rand(3, 3, 4, 16, 16) * 2 - 1
+
+
+def test_bf16_casts_the_weights_once_and_runs_without_autocast(model_and_video, monkeypatch):
+    model, video = model_and_video
+    reference = model(video)
+    prepared = prepare_for_inference(model, "bf16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # cast in place, once
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(torch.is_autocast_enabled("cpu")))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a caller's autocast does not re-cast every op
+        logits = prepared(video)
+    assert seen == [False] and logits.dtype == torch.float32
+    torch.testing.assert_close(logits, reference, atol=0.05, rtol=0.05)
+
+
+def test_int8_quantises_every_linear_of_a_copy(model_and_video):
+    model, video = model_and_video
+    reference = model(video)
+    linears = sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    prepared = prepare_for_inference(model, quantize="int8")
+    assert sum(isinstance(m, nnqd.Linear) for m in prepared.modules()) == linears
+    assert not any(isinstance(m, torch.nn.Linear) for m in prepared.modules())
+    assert all(isinstance(m, torch.nn.Linear) for m in model.modules() if "Linear" in type(m).__name__)  # untouched
+    drift = (prepared(video) - reference).abs().max() / reference.abs().max()
+    assert 0 < drift < 0.05 and (prepared(video).argmax(1) == reference.argmax(1)).all()
+
+
+def test_fp16_runs_under_autocast_and_fp32_is_unchanged(model_and_video):
+    model, video = model_and_video
+    reference = model(video)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(torch.is_autocast_enabled("cpu")))
+    torch.testing.assert_close(prepare_for_inference(model, "fp32")(video), reference)
+    assert prepare_for_inference(model, "fp16")(video).dtype == torch.float32
+    assert seen == [False, True]
+
+
+def test_refused_combinations_name_the_options(model_and_video):
+    model, _ = model_and_video
+    with pytest.raises(ConfigError, match="--quantize int8"):
+        prepare_for_inference(model, "bf16", quantize="int8")
+    with pytest.raises(ConfigError, match="--quantize"):
+        prepare_for_inference(model, quantize="int4")
+    with pytest.raises(ConfigError, match="precision"):
+        prepare_for_inference(model, "int8")
+
+
+def test_cli_options_reach_prepare_for_inference():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    inference.add_options(parser)
+    assert inference.options(parser.parse_args(["--compile", "--quantize", "int8"])) == {"compile": True, "quantize": "int8"}
+    assert inference.options(parser.parse_args([])) == {"compile": False, "quantize": None}
+
+
+def test_predict_runs_the_prepared_model(tmp_path, capsys, monkeypatch):
+    import json
+
+    import numpy as np
+    from engine_fixtures import untrained_checkpoint
+
+    from vivit.cli import main
+    from vivit.data.encode import write_video
+
+    ckpt = untrained_checkpoint(tmp_path / "ckpt.pt")
+    video = tmp_path / "a.mp4"
+    write_video(video, np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8), fps=8)
+    seen, real = [], inference.prepare_for_inference
+    monkeypatch.setattr(inference, "prepare_for_inference",
+                        lambda model, precision, **kw: seen.append((precision, kw)) or real(model, precision, **kw))
+    for flags in (["--precision", "bf16"], ["--quantize", "int8"]):
+        assert main(["predict", str(ckpt), str(video), "--json", "--quiet", "--workers", "0", *flags]) == 0
+        assert len(json.loads(capsys.readouterr().out)["results"]) == 1
+    assert seen == [("bf16", {"compile": False, "quantize": None}), ("fp32", {"compile": False, "quantize": "int8"})]
