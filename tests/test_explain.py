@@ -12,12 +12,15 @@ from conftest import VARIANTS, tiny_model
 from engine_fixtures import untrained_checkpoint
 
 from vivit.cli import main
+from vivit.data import synthetic
 from vivit.data.encode import write_video
+from vivit.engine.demo import RECIPE
 from vivit.errors import ConfigError, InputShapeError
 from vivit.explain import explain_clip
 from vivit.explain.attention_capture import attention_probs, capture_attention
 from vivit.explain.relevance import relevance_steps
 from vivit.explain.rollout import RELEVANCE, ROLLOUT, Step, propagate, token_map
+from vivit.model import create_model
 from vivit.model.attention import Attention
 
 T, H, W = 2, 2, 2  # token grid of the hand-set cases
@@ -270,3 +273,73 @@ def test_cli_writes_the_overlay_strip_plot_and_raw_map(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --class needs --method relevance")
     assert main(["explain", str(video), "--model", str(ckpt), "--method", "relevance", "--class", "grey"]) == 2
     assert "'grey' is not one of the model's 2 labels (bright, dark)" in capsys.readouterr().err
+
+
+# --- a trained factorised encoder on the synthetic moving square ----------------------------------
+
+def moving_squares(n, seed, monkeypatch, frames=8, size=32):
+    """n clips (n, 3, T, S, S) in [-1, 1] of `synthetic.render` ("direction" task, 2 classes), labels, and
+    each clip's square as the pixel coverage (n, T, S, S) the generator draws it with (its `_coverage`)."""
+    drawn, coverage = [], synthetic._coverage
+    monkeypatch.setattr(synthetic, "_coverage", lambda *a: drawn.append(coverage(*a)) or drawn[-1])
+    names, clips, boxes = synthetic.class_names(2, "direction"), [], []
+    for i in range(n):
+        drawn.clear()
+        video = synthetic.render(synthetic.class_directions(names[i % 2]), frames, size,
+                                 np.random.default_rng((seed, i)), "direction")
+        clips.append(torch.from_numpy(video).permute(3, 0, 1, 2).float() / 127.5 - 1)
+        boxes.append(drawn[0][:, :, None] * drawn[1][:, None, :])  # (T, y) x (T, x) of the one square
+    monkeypatch.undo()
+    return torch.stack(clips), torch.arange(n) % 2, np.stack(boxes)
+
+
+def mask_tubelets(clip, indices, tubelet):
+    """The clip with the given flat token indices' tubelets set to 0 (mid-grey)."""
+    clip = clip.clone()
+    t, h, w = tubelet
+    n_h, n_w = clip.shape[-2] // h, clip.shape[-1] // w
+    for index in indices:
+        i, j, k = index // (n_h * n_w), index // n_w % n_h, index % n_w
+        clip[..., i * t:(i + 1) * t, j * h:(j + 1) * h, k * w:(k + 1) * w] = 0
+    return clip
+
+
+@pytest.mark.slow
+def test_a_trained_factorised_encoder_looks_at_the_moving_square(monkeypatch):
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    train_x, train_y, _ = moving_squares(256, 0, monkeypatch)
+    val_x, val_y, boxes = moving_squares(32, 1, monkeypatch)
+    # the demo's factorised encoder (2x8x8 tubelets on 32 px), one layer per encoder at width 32
+    model = create_model(RECIPE["model"]["name"], num_classes=2, num_frames=8, image_size=32, tubelet=(2, 8, 8),
+                         width=32, depth=1, num_heads=2, mlp_dim=64, temporal_depth=1)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.05)
+    for _ in range(8):
+        model.train()
+        for batch in torch.randperm(len(train_x)).split(32):
+            loss = torch.nn.functional.cross_entropy(model(train_x[batch]), train_y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval()
+    with torch.no_grad():
+        logits = model(val_x)
+    assert (logits.argmax(1) == val_y).float().mean() >= 0.7
+    tubelet = model.config.tubelet
+    for method in ("rollout", "relevance"):
+        maps = torch.stack([explain_clip(model, val_x[i:i + 1], method).maps[0] for i in range(len(val_x))])
+        per_pixel = maps.repeat_interleave(2, 1).repeat_interleave(8, 2).repeat_interleave(8, 3) / (2 * 8 * 8)
+        inside, share = (per_pixel.numpy() * boxes).sum(), boxes.mean(axis=(1, 2, 3)).sum()
+        assert inside >= 2 * share, (method, inside / share)
+    # deletion: masking the 4 most relevant of 64 tubelets moves the explained logit more than 4 random ones
+    rng = np.random.default_rng(0)
+    top_drop, random_drop = [], []
+    for i, token_map in enumerate(maps):
+        c = int(logits[i].argmax())
+        with torch.no_grad():
+            top = model(mask_tubelets(val_x[i:i + 1], token_map.flatten().topk(4).indices.tolist(), tubelet))[0, c]
+            chance = [model(mask_tubelets(val_x[i:i + 1], rng.choice(64, 4, replace=False).tolist(), tubelet))[0, c]
+                      for _ in range(4)]
+        top_drop.append(abs(float(logits[i, c] - top)))
+        random_drop.append(np.mean([abs(float(logits[i, c] - r)) for r in chance]))
+    assert np.mean(top_drop) > 1.5 * np.mean(random_drop), (np.mean(top_drop), np.mean(random_drop))
