@@ -153,6 +153,6 @@ def test_flat_folder_trains_evaluates_and_checks(flat_run, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["num_samples"] == 8 and report["skipped"] == 0 and report["split"] is None
     assert main(["check-data", str(data), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"checked": 8, "bad": []}
+    assert json.loads(capsys.readouterr().out) == {"checked": 8, "failed": []}
     assert main(["eval", str(run / "last.pt"), str(data), "--quiet"]) == 2  # default --split val: says what to do
     assert "got split='val'; for no split use --split none" in capsys.readouterr().err

@@ -113,7 +113,7 @@ def test_cli_synth_and_check_data(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["classes"] == ["left-right", "right-left"] and report["train"] == 6 and report["val"] == 2
     assert main(["check-data", str(tmp_path / "s"), "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == {"checked": 8, "bad": []}
+    assert json.loads(capsys.readouterr().out) == {"checked": 8, "failed": []}
     (tmp_path / "s/train/left-right/broken.mp4").write_text("not a video")
     assert main(["check-data", str(tmp_path / "s")]) == 1
     out = capsys.readouterr().out

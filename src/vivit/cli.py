@@ -8,9 +8,10 @@ import json
 import os
 import sys
 import traceback
+import unicodedata
 from typing import Any
 
-from vivit.errors import VivitError
+from vivit.errors import ConfigError, VivitError
 
 # sub-command -> (module, one-line help); a module is imported when the parser is built.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +33,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
 def print_json(obj: Any) -> None:
     """Every command's `--json` output: one document, indented by 2, non-ASCII kept as is."""
     print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def add_model_option(parser: argparse.ArgumentParser) -> None:
+    """`--model NAME|CHECKPOINT|FOLDER`, taken by every command that uses a model (see `model_and_rest`)."""
+    parser.add_argument("--model", metavar="NAME|CHECKPOINT|FOLDER",
+                        help="a pretrained model NAME (`vivit models`), a training CHECKPOINT (.pt) or a model FOLDER; "
+                             "without --model the first positional argument is the model")
+
+
+def model_and_rest(model: str | None, positionals: list[str | None], usage: str, rest: int | None = None) -> tuple[str, list[str]]:
+    """(the model, the other positional arguments): `--model`, or else the first positional (the alias of
+    `--model`). `rest`: how many others the command needs (None: at least one); a ConfigError shows `usage`."""
+    given = [p for p in positionals if p is not None]
+    if model is None:
+        model, given = (given[0], given[1:]) if given else (None, [])
+    if model is None or not given or (rest is not None and len(given) != rest):
+        raise ConfigError(f"expected {usage}")
+    return model, given
+
+
+def display_width(text: str) -> int:
+    """Terminal columns of `text`: East Asian wide and fullwidth characters take 2, combining marks and
+    zero-width format characters 0 (Unicode UAX #11 and the general categories Mn, Me, Cf)."""
+    return sum(0 if unicodedata.category(c) in ("Mn", "Me", "Cf") else
+               2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def ljust(text: str, width: int) -> str:
+    """`text` padded with spaces to `width` terminal columns (`display_width`), for aligned tables."""
+    return text + " " * max(width - display_width(text), 0)
 
 
 def positive_int(text: str) -> int:

@@ -8,17 +8,18 @@ MACs = FLOPs / 2 (the paper's "FLOPs" are close to MAC counts).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from vivit.cli import print_json
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError
 from vivit.model import ViViT, create_model
@@ -41,7 +42,8 @@ class Profile:
     flops: int
     macs: int
     latency_ms: float | None = None
-    peak_memory_mb: float | None = None
+    peak_memory_mb: float | None = None  # the rise during the forward passes (`peak_memory`)
+    device: str | None = None            # where latency and memory were measured (cpu or cuda)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
@@ -108,6 +110,18 @@ def _vm_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def model_for(spec: str, **overrides) -> torch.nn.Module:
+    """A preset (`vivit profile --list`) with overrides, or the architecture of a model NAME, CHECKPOINT or
+    FOLDER (freshly initialised: weights change no count or timing)."""
+    from vivit.model import list_models
+
+    if spec in list_models():
+        return create_model(spec, **overrides)
+    from vivit.engine.checkpoint import load_model
+
+    return ViViT(load_model(spec, quiet=True).model.config.replace(**overrides))
+
+
 def profile_model(
     name: str,
     batch: int = 1,
@@ -116,8 +130,10 @@ def profile_model(
     iters: int = 3,
     **overrides,
 ) -> Profile:
-    """Profile a preset with overrides (e.g. num_frames, image_size, num_classes)."""
-    model = create_model(name, **overrides)
+    """Profile a preset or a model NAME, CHECKPOINT or FOLDER (`model_for`) with overrides (e.g. num_frames,
+    image_size, num_classes). `peak_memory_mb`: the rise of memory during the timed forward passes above
+    what the model and input already hold (`peak_memory`)."""
+    model = model_for(name, **overrides)
     cfg = model.config
     shape = (batch, cfg.in_channels, cfg.num_frames, *cfg.image_size)
     flops = count_flops(cfg, batch)
@@ -130,14 +146,17 @@ def profile_model(
         video = torch.randn(shape, device=dev)
         with peak_memory(dev) as mem:
             prof.latency_ms = measure_latency(model, video, warmup=1, iters=iters)
-        prof.peak_memory_mb = mem.get("peak_mb")
+        prof.peak_memory_mb, prof.device = mem.get("peak_mb"), dev.type
     return prof
 
 
-def table2(latency: bool = False, device: str = "cpu") -> list[dict]:
-    """The five rows of the paper's Table 2, ours next to the paper's."""
+def table2(latency: bool = False, device: str = "cpu", say: Callable[[str], None] | None = None) -> list[dict]:
+    """The five rows of the paper's Table 2, ours next to the paper's; `say` hears of each row as it starts
+    (full-size forward passes take seconds each on a CPU)."""
     rows = []
-    for name, paper in PAPER_TABLE2.items():
+    for i, (name, paper) in enumerate(PAPER_TABLE2.items(), 1):
+        if say is not None:
+            say(f"[{i}/{len(PAPER_TABLE2)}] {name}" + (f": timing the forward pass on {device}" if latency else ""))
         p = profile_model(name, num_classes=400, temporal_depth=4, latency=latency, device=device, iters=1)
         rows.append(dict(preset=name, **{f"paper_{k}": v for k, v in paper.items()}, params_m=p.params / 1e6,
                          gmacs=p.macs / 1e9, gflops=p.flops / 1e9, latency_ms=p.latency_ms))
@@ -160,7 +179,10 @@ def format_table2(rows: list[dict]) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", nargs="?", help="preset name (see `vivit profile --list`)")
+    parser.add_argument("model", nargs="?", metavar="MODEL", help="a preset (`vivit profile --list`), or the "
+                                                              "architecture of a model NAME, CHECKPOINT or FOLDER")
+    parser.add_argument("--model", dest="model_option", metavar="NAME|CHECKPOINT|FOLDER",
+                        help="the same as MODEL (every command that uses a model takes --model)")
     parser.add_argument("--table", action="store_true", help="the paper's Table 2, ours beside the paper's numbers")
     parser.add_argument("--list", action="store_true", help="list the presets")
     parser.add_argument("--frames", type=int, help="input frames (default: the preset's)")
@@ -171,29 +193,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--iters", type=int, default=3, help="timed forward passes (median reported)")
     parser.add_argument("--no-latency", action="store_true", help="count only; skip the timed forward passes")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines (--table)")
 
 
 def run(args: argparse.Namespace) -> int:
     from vivit.model import list_models
 
     if args.list:
-        print(json.dumps(list_models()) if args.json else "\n".join(list_models()))
+        if args.json:
+            print_json(list_models())
+        else:
+            print("\n".join(list_models()))
         return 0
     if args.table:
-        rows = table2(latency=not args.no_latency, device=args.device)
-        print(json.dumps(rows, indent=2) if args.json else format_table2(rows))
+        say = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        rows = table2(latency=not args.no_latency, device=args.device, say=say)
+        if args.json:
+            print_json(rows)
+        else:
+            print(format_table2(rows))
         return 0
+    if args.model and args.model_option:
+        raise ConfigError(f"vivit profile: MODEL {args.model!r} and --model {args.model_option!r}: give one")
+    args.model = args.model or args.model_option
     if not args.model:
-        raise ConfigError("vivit profile: give a MODEL preset, --table or --list")
+        raise ConfigError("vivit profile: give a MODEL (preset, NAME, CHECKPOINT or FOLDER), --table or --list")
     overrides = {k: v for k, v in dict(num_frames=args.frames, image_size=args.size, num_classes=args.classes).items() if v}
     p = profile_model(args.model, batch=args.batch, device=args.device, latency=not args.no_latency, iters=args.iters, **overrides)
     if args.json:
-        print(json.dumps(asdict(p)))
+        print_json(asdict(p))
         return 0
     print(f"model        {p.model}\ninput        {tuple(p.input_shape)}\nparameters   {p.params / 1e6:.2f} M")
     print(f"FLOPs        {p.flops / 1e9:.2f} G  (MACs {p.macs / 1e9:.2f} G)")
     if p.latency_ms is not None:
-        print(f"latency      {p.latency_ms:.1f} ms on {args.device} (median of {args.iters})")
+        print(f"latency      {p.latency_ms:.1f} ms on {p.device} (median of {args.iters})")
     if p.peak_memory_mb is not None:
-        print(f"peak memory  {p.peak_memory_mb:.0f} MiB")
+        what = "CUDA allocator peak" if p.device == "cuda" else "peak resident set"
+        print(f"peak memory  {p.peak_memory_mb:.0f} MiB (the rise of the {what} during the forward, above the "
+              "weights and input)")
     return 0

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from vivit.cli import print_json
 from vivit.data.datasets import failure_reason
 from vivit.data.decode import DECODE_ERRORS, read_frames
 from vivit.data.media import count_frames
@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     total, bad = check_dataset(args.root, args.split, full=not args.quick,
                                progress=not args.quiet and not args.json and sys.stderr.isatty())
     if args.json:
-        print(json.dumps({"checked": total, "bad": [{"file": str(p), "reason": r} for p, r in bad]}))
+        print_json({"checked": total, "failed": [{"file": str(p), "reason": r} for p, r in bad]})
     else:
         for path, reason in bad:
             print(f"{path}: {reason}")

@@ -80,7 +80,7 @@ class VideoLoader:
         if seen and skipped == seen:
             raise DataError(f"all {seen} videos failed to decode; first: {self._first_failure()}")
         if skipped:
-            log.warning("skipped %d of %d videos in epoch %d (unreadable files)", skipped, seen, self.epoch)
+            log.warning("skipped %d of %d videos in epoch %d (unreadable files)", skipped, seen, self.epoch + 1)
 
     def _first_failure(self) -> str:
         index = next(iter(self.sampler))

@@ -16,13 +16,13 @@ would change its class.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from vivit.cli import print_json
 from vivit.data.encode import write_video
 from vivit.errors import ConfigError
 
@@ -93,6 +93,8 @@ def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 256, 
     chance, but 2-frame tubelets see local motion, so the average-pool baseline can learn it).
     """
     names = class_names(classes, task)
+    if not fps > 0:
+        raise ConfigError(f"fps must be > 0 (frames per second of the written videos), got {fps}")
     if size < 8 or size % 2 or frames < 2 or videos_per_class < 2 or not 0 < val_fraction < 1:
         raise ConfigError(f"need an even size >= 8, frames >= 2, videos_per_class >= 2 and 0 < val_fraction < 1; "
                           f"got size={size}, frames={frames}, videos_per_class={videos_per_class}, "
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
                    progress=not args.quiet and not args.json and sys.stderr.isatty())
     counts = {split: len(list((out / split).rglob("*.mp4"))) for split in ("train", "val")}
     if args.json:
-        print(json.dumps({"out": str(out), "classes": class_names(args.classes, args.task), **counts}))
+        print_json({"out": str(out), "classes": class_names(args.classes, args.task), **counts})
     else:
         print(f"wrote {counts['train']} train and {counts['val']} val videos of {args.frames}x{args.size}x{args.size} "
               f"to {out} (classes: {', '.join(class_names(args.classes, args.task))})")

@@ -103,12 +103,16 @@ def build_model(model_cfg: ModelSection, data: DataSection, num_classes: int) ->
 
 
 def initialise(model: ViViT, model_cfg: ModelSection) -> None:
-    """Load `model.init`: a training checkpoint or pretrained folder of this architecture (a different
-    head is re-initialised), or image ViT weights inflated to 3D (Sec. 3.4)."""
+    """Load `model.init`: a training checkpoint, pretrained folder or registry model name (`vivit models`)
+    of this architecture (a different head is re-initialised), or image ViT weights inflated to 3D (Sec. 3.4)."""
     path = Path(model_cfg.init)
-    if not path.exists():
-        raise FileNotFoundError(f"model.init not found: {path}")
     kind = model_cfg.init_kind
+    if not path.exists():
+        from vivit.zoo.pretrained import is_registered
+
+        if not is_registered(model_cfg.init):
+            raise FileNotFoundError(f"model.init not found: {path} is no file, folder or model name of `vivit models`")
+        kind = "pretrained" if kind == "auto" else kind
     if kind == "auto":
         kind = "pretrained" if (path / "config.json").is_file() else "checkpoint" if path.suffix == ".pt" else "image_vit"
     if kind == "image_vit":
@@ -121,7 +125,7 @@ def initialise(model: ViViT, model_cfg: ModelSection) -> None:
         import vivit
 
         cfg = model.config  # positional embeddings are resampled to this run's frames and size
-        state = vivit.load_pretrained(path, num_frames=cfg.num_frames, image_size=cfg.image_size).state_dict()
+        state = vivit.load_pretrained(model_cfg.init, num_frames=cfg.num_frames, image_size=cfg.image_size).state_dict()
     else:
         state = load_checkpoint(path)["model"]
     load_matching(model, state, source=str(path))

@@ -86,8 +86,9 @@ class LoadedModel(NamedTuple):
     train_config: dict[str, Any]  # the run's TrainConfig as a dict; empty for a folder without train_config.yaml
 
 
-def load_model(path: str | Path) -> LoadedModel:
-    """A model in eval mode, its class names and training config from a checkpoint (.pt) or pretrained folder."""
+def load_model(path: str | Path, quiet: bool = False) -> LoadedModel:
+    """A model in eval mode, its class names and training config from a checkpoint (.pt), a pretrained folder
+    or a registry name (`quiet`: no download progress)."""
     path = Path(path)
     if path.is_dir():
         return _load_pretrained_folder(path)
@@ -95,7 +96,7 @@ def load_model(path: str | Path) -> LoadedModel:
         from vivit.zoo.pretrained import is_registered, load_registered
 
         if is_registered(str(path)):  # a pretrained model's name (`vivit models`)
-            return load_registered(str(path))
+            return load_registered(str(path), quiet=quiet)
     state = load_checkpoint(path)
     model = ViViT(ViViTConfig.from_dict(state["model_config"]))
     model.load_state_dict(state["model"])

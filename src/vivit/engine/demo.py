@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vivit.cli import print_json
 from vivit.engine.config import TrainConfig
 from vivit.engine.evaluate import evaluate_checkpoint
 from vivit.engine.train import train
@@ -104,7 +105,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, epochs=args.epochs, videos_per_class=args.videos_per_class, quiet=args.quiet or args.json)
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print_json(summary)
     else:
         print("\n" + format_table(summary))
         print(f"\nplots: {Path(args.out) / 'comparison.png'}, */training_curves.png, */confusion.png")

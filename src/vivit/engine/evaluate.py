@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vivit.cli import non_negative_int, positive_int
+from vivit.cli import add_model_option, model_and_rest, non_negative_int, positive_int, print_json
 from vivit.data.sources import parse_split
 from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
@@ -86,6 +87,32 @@ def parse_views(text: str) -> tuple[int, int]:
     return clips, crops
 
 
+DEFAULT_VIEWS = "4x3"  # the paper's test views (Sec. 4.1: 4 temporal clips x 3 spatial crops)
+
+
+def model_views(model: nn.Module) -> str:
+    """The views a model was tested with (`model.preprocess.views`: registry models, e.g. 4x1 for
+    Epic-Kitchens), else the paper's 4x3: the default of `--views` for eval and predict alike."""
+    preprocess = getattr(model, "preprocess", None)
+    return preprocess.views if preprocess is not None else DEFAULT_VIEWS
+
+
+def add_inference_options(parser: argparse.ArgumentParser) -> None:
+    """The options eval and predict share, with the same defaults."""
+    parser.add_argument("--views", default=None, help="CLIPSxCROPS views averaged per video (default: the views the "
+                                                     f"model was tested with, {DEFAULT_VIEWS} unless it says)")
+    parser.add_argument("--stride", type=positive_int, default=None,
+                        help="frame stride (default: the model's training stride)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="videos per forward pass (default 8)")
+    parser.add_argument("--workers", type=non_negative_int, default=2,
+                        help="decoding processes (default 2; 0: decode in this process)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default=None, choices=("fp32", *AUTOCAST_DTYPES),
+                        help="autocast precision (default: the training run's on CUDA, fp32 on CPU)")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str | None = None,
                 frame_stride: int | None = None, aggregation: str = "logits", batch_size: int = 8,
                 num_workers: int = 0, device: str = "auto", precision: str | None = None, quiet: bool = False,
@@ -108,19 +135,21 @@ def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str 
                           quiet=quiet, desc=desc)
 
 
-def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str = "4x3",
+def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str | None = None,
                         aggregation: str = "logits", frame_stride: int | None = None, batch_size: int = 8,
                         num_workers: int = 2, device: str = "auto", precision: str | None = None,
                         out: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`.
-    `precision` None: the training run's on CUDA (`inference_precision`), fp32 on the CPU."""
+    `views` None: the model's (`model_views`). `precision` None: the training run's on CUDA
+    (`inference_precision`), fp32 on the CPU."""
     from vivit.engine.checkpoint import load_model
     from vivit.engine.plots import confusion_matrix
 
     if aggregation not in AGGREGATIONS:
         raise ConfigError(f"--aggregate {aggregation!r} is not allowed; choose one of {list(AGGREGATIONS)}")
+    loaded = load_model(checkpoint, quiet=quiet)
+    views = views or model_views(loaded.model)
     clips, crops = parse_views(views)
-    loaded = load_model(checkpoint)
     classes = loaded.classes
     scores, labels, _, skipped = score_views(
         loaded, data, views=(clips, crops), split=split, frame_stride=frame_stride, aggregation=aggregation,
@@ -172,27 +201,27 @@ def format_report(r: dict[str, Any]) -> str:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
-    parser.add_argument("data", help="dataset folder, list file or Kinetics-style CSV")
+    parser.add_argument("checkpoint", nargs="?", metavar="MODEL", help="the model, when --model is not given")
+    parser.add_argument("data", nargs="?", metavar="DATA", help="dataset folder, list file or Kinetics-style CSV")
+    add_model_option(parser)
     parser.add_argument("--split", default="val", type=parse_split,
                         help="train/val/test sub-folder or CSV split to evaluate (default: val); "
                              "none: the folder's class folders (no split folders)")
-    parser.add_argument("--views", default="4x3", help="CLIPSxCROPS multi-view testing (default: 4x3, the paper's)")
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATIONS, help="average logits (paper) or softmax")
-    parser.add_argument("--stride", type=positive_int, default=None, help="frame stride (default: the training config's)")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--workers", type=non_negative_int, default=2, help="decoding processes (0: in this one)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=("fp32", *AUTOCAST_DTYPES),
-                        help="autocast precision (default: the training run's on CUDA, fp32 on CPU)")
+    add_inference_options(parser)
     parser.add_argument("--out", default=None, help="folder for report.json and confusion.png")
-    parser.add_argument("--json", action="store_true", help="print the JSON report")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, views=args.views, aggregation=args.aggregate,
+    model, (data,) = model_and_rest(args.model, [args.checkpoint, args.data], rest=1,
+                                    usage="`vivit eval MODEL DATA` or `vivit eval DATA --model MODEL`")
+    result = evaluate_checkpoint(model, data, split=args.split, views=args.views, aggregation=args.aggregate,
                                  frame_stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
                                  device=args.device, precision=args.precision, out=args.out, quiet=args.quiet)
-    print(json.dumps(result, indent=2) if args.json else format_report(result))
+    if args.json:
+        print_json(result)
+    else:
+        print(format_report(result))
+    if args.out is not None:  # on stderr with --json, whose stdout is the report alone
+        print(f"wrote report.json and the confusion matrix plot to {args.out}", file=sys.stderr if args.json else sys.stdout)
     return 0

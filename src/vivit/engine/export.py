@@ -1,15 +1,16 @@
-"""`vivit export CKPT --format onnx OUT`: ONNX export, checked against PyTorch with onnxruntime."""
+"""`vivit export MODEL OUT --format onnx` (or `vivit export OUT --model MODEL`): ONNX export, checked against
+PyTorch with onnxruntime."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from vivit.cli import add_model_option, model_and_rest, print_json
 from vivit.engine.atomic import atomic_write
 from vivit.errors import ConfigError, VivitError
 
@@ -19,7 +20,7 @@ TOLERANCE = 1e-3  # max abs logit difference accepted between onnxruntime and Py
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1, opset: int = 17, seed: int = 0,
-                overwrite: bool = False) -> dict[str, Any]:
+                overwrite: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Trace the model to ONNX (input `video` (B, C, T, H, W), dynamic batch, output `logits`), run the same
     random input through onnxruntime and PyTorch, and report the max absolute difference. An existing
     `out` is replaced only with `overwrite`, and never when it is the checkpoint or inside its folder."""
@@ -32,7 +33,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, *, batch_size: int = 1,
         import onnxruntime as ort
     except ImportError:
         raise VivitError("ONNX export needs onnx and onnxruntime: pip install 'vivit[onnx]'") from None
-    model = load_model(checkpoint).model
+    model = load_model(checkpoint, quiet=quiet).model
     cfg = model.config
     video = torch.rand(batch_size, cfg.in_channels, cfg.num_frames, *cfg.image_size,
                        generator=torch.Generator().manual_seed(seed)) * 2 - 1
@@ -67,18 +68,22 @@ def check_output_file(out: Path, source: Path, overwrite: bool) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="training checkpoint (.pt) or pretrained folder")
-    parser.add_argument("out", help="output file, e.g. model.onnx")
+    parser.add_argument("checkpoint", nargs="?", metavar="MODEL", help="the model, when --model is not given")
+    parser.add_argument("out", nargs="?", metavar="OUT", help="output file, e.g. model.onnx")
+    add_model_option(parser)
     parser.add_argument("--format", default="onnx", choices=FORMATS)
     parser.add_argument("--opset", type=int, default=17, help=f"ONNX opset, {OPSETS.start}..{OPSETS.stop - 1}")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT when it exists")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--quiet", action="store_true", help="no download progress for a model NAME")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = export_onnx(args.checkpoint, args.out, opset=args.opset, overwrite=args.overwrite)
+    model, (out,) = model_and_rest(args.model, [args.checkpoint, args.out], rest=1,
+                                   usage="`vivit export MODEL OUT` or `vivit export OUT --model MODEL`")
+    result = export_onnx(model, out, opset=args.opset, overwrite=args.overwrite, quiet=args.quiet)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     else:
         print(f"wrote {result['out']} (opset {result['opset']}, input {tuple(result['input_shape'])}); "
               f"onnxruntime vs PyTorch max abs diff {result['max_abs_diff']:.2e}")

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-from vivit.cli import non_negative_int, positive_int
+from vivit.cli import add_model_option, display_width, ljust, model_and_rest, positive_int, print_json
 from vivit.data.sources import VIDEO_EXTENSIONS, video_files
-from vivit.engine.build import AUTOCAST_DTYPES
-from vivit.engine.evaluate import parse_views, score_views
-from vivit.errors import ConfigError, DataError
+from vivit.engine.evaluate import add_inference_options, model_views, parse_views, score_views
+from vivit.errors import DataError
 
 
 def expand_videos(inputs: list[str | Path]) -> tuple[list[Path], list[dict[str, str]]]:
@@ -39,22 +37,23 @@ def decode_failure(path: Path) -> str:
     return check_video(path) or "its clips could not be decoded"
 
 
-def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, views: str = "1x1",
-            batch_size: int = 8, num_workers: int = 0, device: str = "auto", precision: str | None = None,
-            quiet: bool = False) -> dict[str, Any]:
+def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, views: str | None = None,
+            frame_stride: int | None = None, batch_size: int = 8, num_workers: int = 2, device: str = "auto",
+            precision: str | None = None, quiet: bool = False) -> dict[str, Any]:
     """Softmax probabilities of the top-k classes per video (views' logits averaged); missing and unreadable
-    files are listed as failed `{file, reason}`. `precision` None: the training run's on CUDA, fp32 on CPU."""
+    files are listed as failed `{file, reason}`. `views` None: the model's (`model_views`); `frame_stride`
+    None: its training stride; `precision` None: the training run's on CUDA, fp32 on CPU."""
     from vivit.engine.checkpoint import load_model
 
-    clips_by_crops = parse_views(views)
-    loaded = load_model(checkpoint)
+    loaded = load_model(checkpoint, quiet=quiet)
+    clips_by_crops = parse_views(views or model_views(loaded.model))
     classes = loaded.classes
     videos, failed = expand_videos(inputs)
     indices: list[int] = []
     if videos:
         try:
             scores, _, found, _ = score_views(
-                loaded, [str(v) for v in videos], views=clips_by_crops, batch_size=batch_size,
+                loaded, [str(v) for v in videos], views=clips_by_crops, frame_stride=frame_stride, batch_size=batch_size,
                 num_workers=num_workers, device=device, precision=precision, quiet=quiet, desc="predict")
             indices = found.tolist()
         except DataError:  # every video failed to decode (each was named in a warning)
@@ -77,28 +76,19 @@ def format_table(result: dict[str, Any]) -> str:
     rows = [(r["file"], "  ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in r["predictions"]))
             for r in result["results"]]
     rows += [(f["file"], f"(skipped: {f['reason']})") for f in result["failed"]]
-    width = max((len(f) for f, _ in rows), default=4)
-    return "\n".join([f"{'file':<{width}}  top predictions"] + [f"{f:<{width}}  {text}" for f, text in rows])
+    width = max((display_width(f) for f, _ in rows), default=4)  # terminal columns: wide CJK, no combining marks
+    return "\n".join([f"{ljust('file', width)}  top predictions"] + [f"{ljust(f, width)}  {text}" for f, text in rows])
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     from vivit.engine.timeline import add_timeline_arguments
 
     add_timeline_arguments(parser)
-    parser.add_argument("checkpoint", nargs="?", help="training checkpoint (.pt), pretrained folder or model name "
-                                                      "(`vivit models`); a video when --model is given")
+    parser.add_argument("checkpoint", nargs="?", metavar="MODEL", help="the model, when --model is not given")
     parser.add_argument("videos", nargs="+", help="video files or folders of videos (searched recursively)")
-    parser.add_argument("--model", help="model NAME (`vivit models`), CHECKPOINT (.pt) or FOLDER; every "
-                                        "positional argument is then a video")
+    add_model_option(parser)
     parser.add_argument("--top-k", type=positive_int, default=5)
-    parser.add_argument("--views", default="1x1", help="CLIPSxCROPS views averaged per video (default 1x1)")
-    parser.add_argument("--batch-size", type=positive_int, default=8)
-    parser.add_argument("--workers", type=non_negative_int, default=0)
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--precision", default=None, choices=("fp32", *AUTOCAST_DTYPES),
-                        help="autocast precision (default: the training run's on CUDA, fp32 on CPU)")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_inference_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,12 +96,13 @@ def run(args: argparse.Namespace) -> int:
         from vivit.engine.timeline import run_timeline
 
         return run_timeline(args)
-    if args.model is None and args.checkpoint is None:
-        raise ConfigError("no model given: `vivit predict MODEL VIDEO...` or `vivit predict VIDEO... --model MODEL`")
-    checkpoint, videos = args.checkpoint, args.videos
-    if args.model is not None:
-        checkpoint, videos = args.model, [v for v in (args.checkpoint, *args.videos) if v is not None]
-    result = predict(checkpoint, videos, top_k=args.top_k, views=args.views, batch_size=args.batch_size,
-                     num_workers=args.workers, device=args.device, precision=args.precision, quiet=args.quiet)
-    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    checkpoint, videos = model_and_rest(args.model, [args.checkpoint, *args.videos],
+                                        usage="`vivit predict MODEL VIDEO...` or `vivit predict VIDEO... --model MODEL`")
+    result = predict(checkpoint, videos, top_k=args.top_k, views=args.views, frame_stride=args.stride,
+                     batch_size=args.batch_size, num_workers=args.workers, device=args.device,
+                     precision=args.precision, quiet=args.quiet)
+    if args.json:
+        print_json(result)
+    else:
+        print(format_table(result))
     return 0 if result["results"] else 1

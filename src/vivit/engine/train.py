@@ -4,7 +4,6 @@ atomic checkpoints and exact resume (paper Sec. 4.1 / Table 7 recipe by default)
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vivit.cli import print_json
 from vivit.engine import distributed as dist
 from vivit.engine.build import (autocast, build_datasets, build_model, resolve_device, resolve_precision,
                                 use_deterministic_algorithms)
@@ -362,7 +362,8 @@ def _final_plots(out: Path) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", default=None, help="YAML or TOML config file (optional)")
+    parser.add_argument("config", nargs="?", default=None, metavar="CONFIG",
+                        help="YAML or TOML config file, e.g. configs/demo.yaml (without one, give data.train=FOLDER)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides such as optim.lr=0.05 run.batch_size=32")
     parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                         help="continue from CKPT, or from <run.out>/last.pt when given without a path")
@@ -375,12 +376,15 @@ def run(args: argparse.Namespace) -> int:
     path, overrides = args.config, list(args.overrides)
     if path is not None and "=" in path:  # no config file: the first argument is already an override
         path, overrides = None, [path, *overrides]
-    config = load_config(path, overrides)
+    config = load_config(path, overrides)  # a typo in an override is reported first
+    if path is None and not any(item.partition("=")[0].strip() == "data.train" for item in overrides):
+        raise ConfigError("vivit train needs a CONFIG file (the demo recipe: `vivit train configs/demo.yaml "
+                          "data.train=data/`) or at least data.train=FOLDER; it does not guess a dataset")
     failed = True
     try:
         summary = train(config, resume=args.resume, quiet=args.quiet or args.json, stop_after_steps=args.stop_after_steps)
         if args.json and dist.is_main():
-            print(json.dumps(summary, indent=2))
+            print_json(summary)
         failed = False
     finally:
         dist.cleanup(failed)

@@ -64,6 +64,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT even when it is not an empty or vivit model folder")
     parser.add_argument("--json", action="store_true", help="machine-readable output (the load report)")
+    parser.add_argument("--quiet", action="store_true", help="no download progress for a model NAME (--to)")
 
 
 def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | None]:
@@ -105,13 +106,13 @@ def check_destination(src: Path, dst: Path, overwrite: bool) -> None:
         check_replaceable(dst)
 
 
-def to_hf_folder(src: str, out: str | Path, labels_file: Path | None = None) -> dict[str, Any]:
+def to_hf_folder(src: str, out: str | Path, labels_file: Path | None = None, quiet: bool = False) -> dict[str, Any]:
     """Our model (NAME, CHECKPOINT or FOLDER) -> a transformers folder with its class names and the
     preprocessing it was trained with (short side, crop, normalisation) as `preprocessor_config.json`."""
     from vivit.engine.checkpoint import load_model
     from vivit.engine.evaluate import eval_preprocessing
 
-    model, classes, train_config = load_model(src)
+    model, classes, train_config = load_model(src, quiet=quiet)
     hf.hf_config(model.config)  # refuse what HF cannot represent before anything is written
     stride, augment = eval_preprocessing(train_config)
     crop = model.config.image_size[0]
@@ -128,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         given = [f"--{name.replace('_', '-')}" for name in FROM_ONLY if getattr(args, name) is not None]
         if given:
             raise VivitError(f"{', '.join(given)} adapt(s) a --from conversion; --to {args.target} writes the model as it is")
-        result = to_hf_folder(args.src, args.out, args.labels)
+        result = to_hf_folder(args.src, args.out, args.labels, quiet=args.quiet)
         if args.json:
             print_json(result)
         else:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from vivit.cli import print_json
 from vivit.zoo import download
 from vivit.zoo.pretrained import is_cached, model_dir
 from vivit.zoo.registry import ModelEntry, extra_registries, load_registry
@@ -42,5 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     listing = models()
-    print(json.dumps(listing, indent=2) if args.json else format_table(listing))
+    if args.json:
+        print_json(listing)
+    else:
+        print(format_table(listing))
     return 0
