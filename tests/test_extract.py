@@ -158,3 +158,8 @@ def test_wrong_layers_and_pool_are_one_error_line(dataset, tmp_path, capsys):
     ckpt = untrained_checkpoint(tmp_path / "ckpt.pt")  # 1 block, a cls token
     assert main(["extract", str(dataset), "--model", str(ckpt), "--out", str(tmp_path / "o"), "--layers", "1"]) == 2
     assert "error: --layers 1 is out of range: this model has 1 blocks" in capsys.readouterr().err
+    fsa = tmp_path / "fsa"
+    create_model("vivit-ti-16x2-fsa", **TINY).save_pretrained(fsa)  # gap: no cls token
+    assert main(["extract", str(dataset), "--model", str(fsa), "--out", str(tmp_path / "o"), "--pool", "cls"]) == 2
+    assert "error: --pool cls: this model has no cls token (classifier 'gap')" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is decoded or written

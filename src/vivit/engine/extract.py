@@ -45,15 +45,18 @@ class Features:
 
 def pooled(model: Any, final: torch.Tensor, pool: str) -> torch.Tensor:
     """(B, P + N, D) last normed output -> (B, D): `forward_features`, the cls token or the patch-token mean."""
-    prefix = _last_prefix(model)
     if pool == "model":
         return model.pool_output(final)
-    if pool == "cls":
-        if not prefix:
-            raise ConfigError(f"--pool cls: this model has no cls token (classifier {model.config.classifier!r}); "
-                              "use --pool mean or model")
-        return final[:, 0]
-    return final[:, prefix:].mean(dim=1)
+    return final[:, 0] if pool == "cls" else final[:, _last_prefix(model):].mean(dim=1)
+
+
+def check_pool(model: Any, pool: str) -> None:
+    """ConfigError for an unknown pooling, or `cls` on a model without a cls token."""
+    if pool not in POOLS:
+        raise ConfigError(f"--pool {pool!r} is not allowed; choose one of {list(POOLS)}")
+    if pool == "cls" and not _last_prefix(model):
+        raise ConfigError(f"--pool cls: this model has no cls token (classifier {model.config.classifier!r}); "
+                          "use --pool mean or model")
 
 
 def _last_prefix(model: Any) -> int:
@@ -159,11 +162,10 @@ def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str
     from vivit.engine.evaluate import eval_preprocessing, inference_precision, parse_views
     from vivit.engine.predict import decode_failure
 
-    if what.pool not in POOLS:
-        raise ConfigError(f"--pool {what.pool!r} is not allowed; choose one of {list(POOLS)}")
     out, clips_crops = Path(out), parse_views(views)
     loaded = load_model(model)
     net = loaded.model
+    check_pool(net, what.pool)
     what = Features(what.pool, what.tokens, tuple(layer_indices(net, what.layers)))
     samples, classes = find_samples(data if isinstance(data, (str, Path)) else list(data), split)
     if not samples:
