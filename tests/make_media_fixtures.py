@@ -1,6 +1,7 @@
 """Regenerate tests/fixtures/media/: small videos made by the ffmpeg CLI, with ffmpeg's own decode of each.
 
     python tests/make_media_fixtures.py        # needs `ffmpeg` and `ffprobe` on PATH (apt-get install ffmpeg)
+    python tests/make_media_fixtures.py NAME   # only fixture NAME (its files and expected.json entry)
 
 For every fixture X this writes X (the video), X.npz (`frames`: uint8 (T, H, W, 3), exactly what
 `ffmpeg -i X -map 0:v:0 -fps_mode passthrough -f rawvideo -pix_fmt rgb24 -` prints: every decoded frame once, in
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +85,9 @@ FIXTURES = [
             lavfi("testsrc=s=321x241:r=25:d=0.12"), "odd size, 4:2:0, lossless"),
     Fixture("odd_321x241.avi", ["-c:v", "mpeg4", "-q:v", "4", "-pix_fmt", "yuv420p"],
             lavfi("testsrc=s=321x241:r=25:d=0.12"), "odd size, MPEG-4 Part 2"),
+    Fixture("late_start.flv", ["-c:v", "flv", "-q:v", "4", "-c:a", "libmp3lame", "-b:a", "8k", "-ac", "1"],
+            [*lavfi(source(0.4)), *lavfi("sine=f=440:r=11025:d=0.4")],
+            "FLV whose video starts at 25 ms, after the MP3 audio's delay: no index entry at time 0"),
 ]
 
 
@@ -153,20 +158,25 @@ def facts(path: Path, note: str) -> tuple[dict, np.ndarray]:
     }, decoded
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Every fixture, or only those named (their files and expected.json entries; the others are kept)."""
     if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
         raise SystemExit("error: ffmpeg and ffprobe are needed (apt-get install ffmpeg)")
+    unknown = set(names) - {fixture.name for fixture in FIXTURES}
+    if unknown:
+        raise SystemExit(f"error: no fixture named {sorted(unknown)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    expected = {}
-    for fixture in FIXTURES:
+    expected = json.loads((OUT / "expected.json").read_text())["files"] if names else {}
+    for fixture in [f for f in FIXTURES if not names or f.name in names]:
         path = make(fixture)
         expected[fixture.name], frames = facts(path, fixture.note)
         np.savez_compressed(OUT / f"{fixture.name}.npz", frames=frames)
         fps = expected[fixture.name]["avg_frame_rate"]
         print(f"{fixture.name:22} {path.stat().st_size:7d} B  {frames.shape}  average rate {fps}")
     version = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+    expected = {fixture.name: expected[fixture.name] for fixture in FIXTURES if fixture.name in expected}
     (OUT / "expected.json").write_text(json.dumps({"ffmpeg": version, "files": expected}, indent=1) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -120,7 +120,7 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
     def run(seek: int | None) -> bool:
         """Decode from the keyframe before timestamp `seek` (None: the start); False when it landed too late."""
         if seek is None:
-            rewind(container)
+            rewind(container, stream)
         else:
             container.seek(seek, stream=stream, backward=True, any_frame=False)
         found.clear()

@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.error
 
 from vivit.errors import DataError
 
@@ -69,9 +70,16 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return container.streams.video[0]
 
 
-def rewind(container: av.container.InputContainer) -> None:
-    """Back to the first packet (a seek to the stream's start time can land later in MPEG-TS)."""
-    container.seek(min(0, container.start_time or 0))
+def rewind(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> None:
+    """Back to the first packet: a seek to time 0 (one to the stream's start time can land later in MPEG-TS),
+    else to the first indexed timestamp (FLV starting after 0 has no entry at or before 0: EPERM)."""
+    try:
+        container.seek(min(0, container.start_time or 0))
+    except av.error.FFmpegError:
+        first = min((entry.timestamp for entry in stream.index_entries), default=stream.start_time)
+        if first is None:
+            raise
+        container.seek(first, stream=stream)
 
 
 def indexed_frames(stream: av.video.stream.VideoStream) -> int:
@@ -97,7 +105,7 @@ def _count_packets(container: av.container.InputContainer, stream: av.video.stre
             if packet.pts is not None:
                 starts.append(packet.pts)
                 steps.append(packet.duration or 0)
-    rewind(container)
+    rewind(container, stream)
     if len(starts) < 2 or max(starts) == min(starts):
         return count, None
     end = max(start + step for start, step in zip(starts, steps))
@@ -125,7 +133,7 @@ def stream_info(container: av.container.InputContainer, stream: av.video.stream.
     first = next(iter(container.decode(stream)), None)
     if first is None:
         raise DataError("no frame could be decoded")
-    rewind(container)
+    rewind(container, stream)
     rotation = round(-(first.rotation or 0) / 90) % 4 * 90  # PyAV: counter-clockwise degrees in [-180, 180]
     if rotation in (90, 270):
         width, height = height, width
