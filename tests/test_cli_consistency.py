@@ -156,6 +156,17 @@ def test_skip_warnings_count_epochs_from_one(tmp_path, caplog):
     assert re.findall(r"in epoch (\d+)", caplog.text) == ["1", "2"]
 
 
+def test_resume_names_the_epoch_from_one(tmp_path, capsys):
+    from engine_fixtures import tiny_overrides
+
+    data = write_brightness_videos(tmp_path / "data", per_class=12, val_per_class=1)  # 3 steps of 8 per epoch
+    overrides = tiny_overrides(data, tmp_path / "run", **{"schedule.epochs": 2, "run.save_every_steps": 0})
+    assert main(["train", *overrides, "--stop-after-steps", "4", "--quiet"]) == 0  # one step into the second epoch
+    capsys.readouterr()
+    assert main(["train", *overrides, "--resume", "--stop-after-steps", "1"]) == 0
+    assert f"resumed from {tmp_path / 'run' / 'last.pt'} in epoch 2 at step 4" in capsys.readouterr().out
+
+
 # Bad input and first steps -------------------------------------------------------------------------------
 @pytest.mark.parametrize("fps", ["0", "-8"])
 def test_synth_fps_must_be_positive(fps, tmp_path, capsys):

@@ -198,7 +198,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
         set_rng_state(ckpt["rng"])
         state = {k: ckpt[k] for k in state}
         resumed_at = state["step"]
-        say(f"resumed from {resume_from} at epoch {state['epoch']} step {state['step']}")
+        say(f"resumed from {resume_from} in epoch {state['epoch'] + 1} at step {state['step']}")  # epochs from 1
     elif resume is True:
         say(f"no checkpoint at {resume_from}: starting a new run")
 
