@@ -61,9 +61,9 @@ def test_mlp_follows_the_measured_route_with_equal_results(monkeypatch):
 
 
 def _slow(fn, seconds=0.004):
-    def slowed(x):
+    def slowed(*args):
         time.sleep(seconds)
-        return fn(x)
+        return fn(*args)
     return slowed
 
 
@@ -86,3 +86,12 @@ def test_gelu_environment_override_is_checked(monkeypatch):
     monkeypatch.setenv(backends.GELU_ENV, "tanh")
     with pytest.raises(backends.ConfigError, match="VIVIT_GELU"):
         backends.gelu_route(activations.gelu_tanh_formula, F.gelu)
+
+
+def test_calibration_from_an_inference_forward_still_times_the_backward():
+    formula = activations.gelu_tanh_formula
+    with torch.inference_mode():  # the first large GELU may come from `vivit predict`
+        measured = backends.calibrate_gelu(formula, _slow(F.gelu))
+    assert measured["route"] == "compiled" and "error" not in measured
+    with torch.no_grad():
+        assert backends.calibrate_gemm(F.linear, default_linear=_slow(F.linear))["route"] == "onednn"

@@ -65,12 +65,22 @@ def machine_key() -> str:
     return f"{cpu or platform.processor() or platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
+def _with_autograd(calibrate: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """Calibrations time backward passes too: run them with autograd on and autocast off, whatever the
+    context of the first call that needs a route (an inference forward under `no_grad`, say)."""
+    def calibrated(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        with torch.inference_mode(False), torch.enable_grad(), torch.autocast("cpu", enabled=False):
+            return calibrate(*args, **kwargs)
+    return calibrated
+
+
 def _seconds(step: Callable[[], Any]) -> float:
     start = time.perf_counter()
     step()
     return time.perf_counter() - start
 
 
+@_with_autograd
 def calibrate_gemm(onednn_linear: Callable[..., torch.Tensor],
                    default_linear: Callable[..., torch.Tensor] = F.linear) -> dict[str, Any]:
     """Time `default_linear` (PyTorch's route) and `onednn_linear` on `CALIBRATION_SHAPE`, forward alone and forward + backward:
@@ -98,6 +108,7 @@ def calibrate_gemm(onednn_linear: Callable[..., torch.Tensor],
     return result
 
 
+@_with_autograd
 def calibrate_gelu(compiled: Callable[[torch.Tensor], torch.Tensor],
                    eager: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
     """Time `eager` (aten's tanh GELU) and `compiled` on `GELU_CALIBRATION_SHAPE` in fp32, forward alone and
