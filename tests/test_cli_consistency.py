@@ -239,6 +239,8 @@ def test_profile_table_with_latency_shows_progress(monkeypatch, capsys):
 
     monkeypatch.setattr(profile, "PAPER_TABLE2", dict(list(profile.PAPER_TABLE2.items())[:1]))
     monkeypatch.setattr(profile, "measure_latency", lambda *a, **k: 12.5)  # a full-size forward takes seconds
+    monkeypatch.setattr(profile, "model_for", lambda name, **kw: profile.create_model(
+        "vivit-ti-16x2-st", num_frames=4, image_size=32, num_classes=kw["num_classes"]))  # nor a ViViT-B build
     assert main(["profile", "--table"]) == 0
     captured = capsys.readouterr()
     assert "[1/1] vivit-b-16x2-st: timing the forward pass on cpu" in captured.err and "12.5" in captured.out
