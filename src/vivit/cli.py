@@ -42,7 +42,8 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
                              "without --model the first positional argument is the model")
 
 
-def model_and_rest(model: str | None, positionals: list[str | None], usage: str, rest: int | None = None) -> tuple[str, list[str]]:
+def model_and_rest(model: str | None, positionals: list[str | None], usage: str,
+                   rest: int | None = None) -> tuple[str, list[str]]:
     """(the model, the other positional arguments): `--model`, or else the first positional (the alias of
     `--model`). `rest`: how many others the command needs (None: at least one); a ConfigError shows `usage`."""
     given = [p for p in positionals if p is not None]
