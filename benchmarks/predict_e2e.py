@@ -1,0 +1,215 @@
+"""`vivit predict` end to end against transformers' `pipeline("video-classification")` on real-size videos.
+
+Both hold the same Model 1 weights (ours saved with `save_pretrained`, converted with `vivit convert --to hf`)
+and see the same frames and crop: every clip is exactly num_frames x frame_stride frames long, so our single
+centre clip and the pipeline's frames 0, stride, 2 stride, ... are the same ones, and the converted
+preprocessor config resizes the short side and centre-crops as our eval transform does. Each side runs as a
+command of its own (imports and model loading included), alternating over rounds; the share spent decoding
+vs in the model is measured apart (decode-only loader / pipeline.preprocess, and the model alone).
+
+    .venv/bin/python benchmarks/predict_e2e.py            # 30 clips, 720p and 1080p H.264, ViViT-B Model 1
+    .venv/bin/python benchmarks/predict_e2e.py --clips 4 --model vivit-s-16x2-st   # a quick look
+
+Results: benchmarks/results/predict_e2e.md (and .json), naming the CPU and its AVX-512 / AVX512-BF16 / AMX flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SIZES = ("1280x720", "1920x1080")
+FPS = 25
+HF_SCRIPT = """
+import json, sys, time
+start = time.perf_counter()
+from transformers import pipeline
+pipe = pipeline("video-classification", model=sys.argv[1], device="cpu")
+videos = json.loads(sys.argv[2])
+out = pipe(videos, top_k=1, frame_sampling_rate=int(sys.argv[3]))
+print(json.dumps({"seconds": time.perf_counter() - start, "top1": [o[0]["label"] for o in out]}))
+"""
+
+
+def cpu_info() -> dict[str, str]:
+    """lscpu's model name and number, and whether the ISA extensions that matter are exposed."""
+    fields = {}
+    for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = set(fields.get("Flags", "").split())
+    has = {name: name in flags for name in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}
+    return {"model name": fields.get("Model name", "?"), "model": fields.get("Model", "?"),
+            "cores": str(len(os.sched_getaffinity(0))), **{k: "yes" if v else "no" for k, v in has.items()}}
+
+
+def make_videos(folder: Path, count: int, frames: int) -> list[Path]:
+    """`count` H.264 clips of `frames` frames, alternately 720p and 1080p (ffmpeg's testsrc2 pattern)."""
+    videos = []
+    for i in range(count):
+        size = SIZES[i % len(SIZES)]
+        path = folder / f"clip{i:03d}_{size.split('x')[1]}p.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={FPS}",
+                        "-vf", f"hue=h={37 * i}", "-frames:v", str(frames), "-c:v", "libx264", "-preset", "veryfast",
+                        "-pix_fmt", "yuv420p", str(path)], check=True)
+        videos.append(path)
+    return videos
+
+
+def make_models(folder: Path, name: str, classes: int) -> tuple[Path, Path, int, int]:
+    """Our pretrained folder and its transformers conversion: (ours, hf, num_frames, frame_stride)."""
+    import torch
+
+    import vivit
+
+    torch.manual_seed(0)
+    model = vivit.create_model(name, num_classes=classes)
+    torch.nn.init.normal_(model.head.weight, std=0.05)  # the zero-initialised head would tie every class
+    ours = model.save_pretrained(folder / "ours", labels=[f"class{i}" for i in range(classes)])
+    converted = subprocess.run([str(Path(sys.executable).with_name("vivit")), "convert", "--to", "hf", str(ours),
+                                str(folder / "hf"), "--json", "--quiet"], check=True, capture_output=True, text=True)
+    stride = json.loads(converted.stdout)["frame_stride"]
+    return ours, folder / "hf", model.config.num_frames, stride
+
+
+def run_ours(model: Path, videos: Path, args: argparse.Namespace) -> tuple[float, list[str]]:
+    cmd = [str(Path(sys.executable).with_name("vivit")), "predict", str(model), str(videos), "--views", "1x1",
+           "--top-k", "1", "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--json", "--quiet",
+           *(["--precision", args.precision] if args.precision else [])]
+    start = time.perf_counter()
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    seconds = time.perf_counter() - start
+    results = sorted(json.loads(out)["results"], key=lambda r: r["file"])
+    return seconds, [r["predictions"][0]["label"] for r in results]
+
+
+def run_hf(model: Path, videos: list[Path], stride: int) -> tuple[float, list[str]]:
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", HF_SCRIPT, str(model), json.dumps([str(v) for v in videos]), str(stride)],
+                         check=True, capture_output=True, text=True).stdout
+    seconds = time.perf_counter() - start
+    return seconds, json.loads(out.strip().splitlines()[-1])["top1"]
+
+
+def shares_ours(model_dir: Path, videos: list[Path], args: argparse.Namespace) -> dict[str, float]:
+    """Seconds decoding + preprocessing alone (the loader, same workers) and in the model alone (same batches)."""
+    import torch
+
+    from vivit.data import build_dataset, make_loader
+    from vivit.engine.checkpoint import load_model
+    from vivit.engine.evaluate import eval_preprocessing
+
+    loaded = load_model(model_dir)
+    model = loaded.model.eval()
+    stride, augment = eval_preprocessing(loaded.train_config)
+    dataset = build_dataset([str(v) for v in videos], train=False, num_frames=model.config.num_frames,
+                            frame_stride=stride, image_size=model.config.image_size[0], augment=augment)
+    start = time.perf_counter()
+    batches = [batch.videos for batch in make_loader(dataset, batch_size=args.batch_size, shuffle=False,
+                                                     num_workers=args.workers)]
+    decode = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        for views in batches:  # (B, V, C, T, H, W): one view here
+            model(views.flatten(0, 1) if views.ndim == 6 else views)
+    return {"decode_s": decode, "model_s": time.perf_counter() - start}
+
+
+def shares_hf(model_dir: Path, videos: list[Path], stride: int) -> dict[str, float]:
+    """Seconds in the pipeline's preprocess (PyAV decode + image processor) and in its forward."""
+    from transformers import pipeline
+
+    pipe = pipeline("video-classification", model=str(model_dir), device="cpu")
+    decode = model = 0.0
+    for video in videos:
+        start = time.perf_counter()
+        inputs = pipe.preprocess(str(video), frame_sampling_rate=stride)
+        decode += time.perf_counter() - start
+        start = time.perf_counter()
+        pipe.forward(inputs)
+        model += time.perf_counter() - start
+    return {"decode_s": decode, "model_s": model}
+
+
+def report(result: dict) -> str:
+    cpu, n = result["cpu"], result["clips"]
+    ours, theirs = result["ours"], result["hf"]
+    lines = [
+        "# `vivit predict` end to end vs transformers' video-classification pipeline",
+        "",
+        f"CPU: {cpu['model name']} (model {cpu['model']}), {cpu['cores']} cores; AVX-512 {cpu['avx512f']}, "
+        f"AVX512-BF16 {cpu['avx512_bf16']}, AMX {cpu['amx_bf16']}. torch {result['torch']}, transformers "
+        f"{result['transformers']}. Load average before/after: {result['load_before']} / {result['load_after']}.",
+        "",
+        f"{n} H.264 clips ({', '.join(SIZES)} alternately, {result['frames_per_video']} frames at {FPS} fps), "
+        f"{result['model']} ({result['num_frames']} frames, stride {result['frame_stride']}), single view, "
+        f"ours with --workers {result['workers']} --batch-size {result['batch_size']}"
+        f"{' --precision ' + result['precision'] if result['precision'] else ''}; the pipeline one clip at a time. "
+        f"Median of {result['rounds']} rounds, each command timed whole (start-up and model loading included).",
+        "",
+        "| | clips/s | wall s | decode + preprocess s | model s | decode share |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in (("vivit predict", ours), ("transformers pipeline", theirs)):
+        share = r["decode_s"] / (r["decode_s"] + r["model_s"])
+        lines.append(f"| {name} | {n / r['wall_s']:.3f} | {r['wall_s']:.1f} | {r['decode_s']:.1f} | {r['model_s']:.1f} "
+                     f"| {100 * share:.0f} % |")
+    lines += ["", f"Speed-up end to end: **{theirs['wall_s'] / ours['wall_s']:.2f}x**; top-1 labels equal on "
+              f"{result['top1_agreement']:.0%} of clips. Decode and model columns are measured apart (our decode "
+              "with the same DataLoader workers; the pipeline's `preprocess` and `forward`), so with workers our "
+              "wall time is less than their sum.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", type=int, default=30)
+    p.add_argument("--model", default="vivit-b-16x2-st", help="a Model 1 preset")
+    p.add_argument("--classes", type=int, default=400)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--precision", default=None, choices=("fp32", "bf16"))
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--out", type=Path, default=HERE / "results" / "predict_e2e.md")
+    args = p.parse_args()
+    import torch
+    import transformers
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        ours_dir, hf_dir, num_frames, stride = make_models(tmp, args.model, args.classes)
+        (tmp / "videos").mkdir()
+        videos = make_videos(tmp / "videos", args.clips, num_frames * stride)
+        load_before = os.getloadavg()[0]
+        walls: dict[str, list[float]] = {"ours": [], "hf": []}
+        for r in range(args.rounds):
+            for side in ("ours", "hf") if r % 2 == 0 else ("hf", "ours"):
+                if side == "ours":
+                    seconds, ours_top1 = run_ours(ours_dir, tmp / "videos", args)
+                else:
+                    seconds, hf_top1 = run_hf(hf_dir, videos, stride)
+                walls[side].append(seconds)
+        result = {"cpu": cpu_info(), "torch": torch.__version__, "transformers": transformers.__version__,
+                  "model": args.model, "num_frames": num_frames, "frame_stride": stride, "clips": args.clips,
+                  "frames_per_video": num_frames * stride, "workers": args.workers, "batch_size": args.batch_size,
+                  "precision": args.precision, "rounds": args.rounds,
+                  "ours": {"wall_s": statistics.median(walls["ours"]), **shares_ours(ours_dir, videos, args)},
+                  "hf": {"wall_s": statistics.median(walls["hf"]), **shares_hf(hf_dir, videos, stride)},
+                  "top1_agreement": sum(a == b for a, b in zip(ours_top1, hf_top1)) / len(videos),
+                  "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report(result))
+    args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    print(report(result))
+
+
+if __name__ == "__main__":
+    main()
