@@ -223,12 +223,6 @@ def test_vivit_format_entries_a_folder_or_a_served_safetensors(zoo, server, tmp_
     assert sorted(path for path, _ in server.log) == ["/ours/config.json", "/ours/model.safetensors"]
 
 
-def test_multi_head_entries_are_refused_before_any_download(zoo, server, tmp_path):
-    with pytest.raises(VivitError, match="multi-head models are not supported yet"):
-        vivit.load_pretrained("vivit-l-16x2-fe-epic-kitchens", quiet=True)
-    assert cache_files(tmp_path) == []
-
-
 def test_unknown_names_suggest_close_ones(zoo):
     with pytest.raises(ConfigError, match="no model named 'vivit-b-16x2-kinetic400'.*did you mean vivit-b-16x2-kinetics400"):
         vivit.load_pretrained("vivit-b-16x2-kinetic400")

@@ -30,6 +30,8 @@ class ViViTConfig:
 
     variant: str = "st"                      # one of VARIANTS
     num_classes: int = 400                   # classifier outputs; 0 = no head (features only)
+    class_splits: tuple[int, ...] | None = None  # multi-head (e.g. (300, 97)): the logits split along the last axis
+    split_names: tuple[str, ...] | None = None   # a name per split, e.g. ("noun", "verb"); None = "1", "2", ...
     num_frames: int = 32                     # input frames T
     image_size: tuple[int, int] = (224, 224)  # input (H, W); an int means square
     in_channels: int = 3
@@ -77,6 +79,7 @@ class ViViTConfig:
                 _positive(name, getattr(self, name))
         if self.num_classes < 0:
             raise ConfigError(f"num_classes must be >= 0 (0 = no head), got {self.num_classes}")
+        self._check_splits()
         if any(v <= 0 for v in (*self.image_size, *self.tubelet)):
             raise ConfigError(f"image_size and tubelet must be positive, got {self.image_size}, {self.tubelet}")
         for name in ("dropout", "attention_dropout", "drop_path", "head_dropout"):
@@ -102,12 +105,39 @@ class ViViTConfig:
         if self.variant == "fdp" and self.num_heads < 2:
             raise ConfigError("variant 'fdp' splits heads between time and space: num_heads must be >= 2")
 
+    def _check_splits(self) -> None:
+        """class_splits: positive ints summing to num_classes; split_names: unique, one per split (Scenic's
+        default names "1", "2", ... when not given)."""
+        if self.class_splits is None:
+            if self.split_names is not None:
+                raise ConfigError(f"split_names {list(self.split_names)} need class_splits (the size of each split)")
+            return
+        splits = tuple(self.class_splits) if isinstance(self.class_splits, (list, tuple)) else ()
+        if not splits or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in splits):
+            raise ConfigError(f"class_splits must be a list of positive integers, got {self.class_splits!r}")
+        if sum(splits) != self.num_classes:
+            raise ConfigError(f"class_splits {list(splits)} sum to {sum(splits)}, not num_classes={self.num_classes}; "
+                              f"set num_classes={sum(splits)} or class_splits=None (one head)")
+        names = tuple(self.split_names) if self.split_names is not None else tuple(str(i + 1) for i in range(len(splits)))
+        if len(names) != len(splits) or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"split_names must be {len(splits)} different non-empty names, one per class split "
+                              f"{list(splits)}, got {list(names)}")
+        object.__setattr__(self, "class_splits", splits)
+        object.__setattr__(self, "split_names", names)
+
     # Derived sizes -------------------------------------------------------------------------------
     @property
     def grid(self) -> tuple[int, int, int]:
         """Token grid (n_t, n_h, n_w) of the configured input."""
         t, h, w = self.tubelet
         return self.num_frames // t, self.image_size[0] // h, self.image_size[1] // w
+
+    @property
+    def splits(self) -> dict[str, int]:
+        """Name -> size of each split of the logits; a single head is one split named "class"."""
+        if self.class_splits is None:
+            return {"class": self.num_classes}
+        return dict(zip(self.split_names, self.class_splits))
 
     @property
     def temporal_dim(self) -> int:

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from vivit.data.sampling import clip_span, eval_clips, eval_uniform, random_clip, random_uniform
 from vivit.data.decode import DECODE_ERRORS, VideoInfo, read_clip_yuv
-from vivit.data.sources import find_samples
+from vivit.data.sources import Samples, Splits, find_samples
 from vivit.data.transforms import AugmentConfig, eval_transform, train_transform
 from vivit.errors import ConfigError, DataError
 
@@ -29,12 +29,13 @@ def failure_reason(error: BaseException) -> str:
 
 
 class VideoDataset(Dataset):
-    """Items are `(clip, label, index)`: train clip (C, T, S, S); eval views (V, C, T, S, S), V = clips x crops.
+    """Items are `(clip, label, index)`: train clip (C, T, S, S); eval views (V, C, T, S, S), V = clips x crops;
+    a multi-head dataset's label is a tuple, one class index per split.
 
     Training randomness comes from (seed, epoch, index) only, so it does not depend on workers or order.
     """
 
-    def __init__(self, samples: list[tuple[Path, int]], classes: list[str], *, train: bool, num_frames: int,
+    def __init__(self, samples: Samples, classes: list[str], *, train: bool, num_frames: int,
                  frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
                  augment: AugmentConfig | None = None, sampling: str = "clip", seed: int = 0,
                  decode_threads: bool = False):
@@ -74,7 +75,7 @@ class VideoDataset(Dataset):
         short_side = self.augment.resize_to(self.image_size)
         return math.ceil(short_side * max(1.0, self.augment.scale_jitter[1])) if self.train else short_side
 
-    def read(self, index: int) -> tuple[torch.Tensor, int, int]:
+    def read(self, index: int) -> tuple[torch.Tensor, int | tuple[int, ...], int]:
         """Decode and transform one sample; raises on a broken file (`__getitem__` skips it instead)."""
         path, label = self.samples[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -92,7 +93,7 @@ class VideoDataset(Dataset):
                 clip, self.image_size, self.num_crops, self.augment.normalization, short_side)
         return views, label, index
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int] | None:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | tuple[int, ...], int] | None:
         try:
             return self.read(index)
         except DECODE_ERRORS as e:
@@ -103,12 +104,14 @@ class VideoDataset(Dataset):
 def build_dataset(source: str | Path | Sequence[str | Path], *, split: str | None = None, train: bool,
                   num_frames: int, frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
                   augment: AugmentConfig | None = None, classes: list[str] | None = None,
-                  sampling: str = "clip", seed: int = 0, decode_threads: bool = False) -> VideoDataset:
-    """A dataset from a class-per-folder root, a list file, a Kinetics CSV or a list of paths (label -1).
+                  sampling: str = "clip", seed: int = 0, decode_threads: bool = False,
+                  splits: Splits | None = None) -> VideoDataset:
+    """A dataset from a class-per-folder root, a list file, a Kinetics CSV or a list of paths (label -1);
+    `splits` (a multi-head model's `config.splits`) reads one label per split (see `vivit.data.sources`).
 
     decode_threads=True lets PyAV decode with threads: worth it with num_workers=0 (prediction), not with workers.
     """
-    samples, names = find_samples(source, split, classes)
+    samples, names = find_samples(source, split, classes, splits)
     if not samples:
         where = source if not isinstance(source, (list, tuple)) else "the given path list"
         raise DataError(f"no videos found in {where}" + (f" (split {split!r})" if split else ""))

@@ -73,12 +73,14 @@ def augment_config(data: DataSection) -> Any:
         raise ConfigError(f"data.augment: {e}") from None
 
 
-def build_datasets(data: DataSection, image_size: int | None = None) -> tuple[Any, Any | None]:
-    """Training dataset (random clips, augmentation) and validation dataset (val_clips x val_crops views)."""
+def build_datasets(data: DataSection, image_size: int | None = None,
+                   splits: dict[str, int] | None = None) -> tuple[Any, Any | None]:
+    """Training dataset (random clips, augmentation) and validation dataset (val_clips x val_crops views);
+    `splits` (a multi-head model's {name: classes}) reads one label per split."""
     from vivit.data import build_dataset
 
     size = image_size or data.image_size
-    common = dict(num_frames=data.num_frames, frame_stride=data.frame_stride, image_size=size)
+    common = dict(num_frames=data.num_frames, frame_stride=data.frame_stride, image_size=size, splits=splits)
     train = build_dataset(data.train, split=data.train_split, train=True, augment=augment_config(data), **common)
     if data.val_split is None and data.val is None:
         return train, None

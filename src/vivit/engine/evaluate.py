@@ -19,7 +19,8 @@ from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
 from vivit.engine.build import AUTOCAST_DTYPES, autocast, resolve_device, resolve_precision
 from vivit.engine.logging import progress
-from vivit.engine.metrics import AGGREGATIONS, ClassificationReport, aggregate_views
+from vivit.engine.metrics import (AGGREGATIONS, TOP5_MIN_CLASSES, ClassificationReport, MultiHeadReport,
+                                  aggregate_views)
 from vivit.errors import ConfigError, DataError
 from vivit.model.vivit import unwrap_model
 
@@ -30,6 +31,7 @@ def collect_scores(model: nn.Module, loader: Any, *, device: torch.device, preci
     """Aggregated (N, K) scores, labels, dataset indices and the skipped-file count, gathered over
     ranks and ordered by index (a DistributedSampler's padding duplicates are dropped)."""
     model.eval()
+    config = unwrap_model(model).config
     scores, labels, indices, skipped = [], [], [], 0
     for batch in progress(loader, desc=desc, total=len(loader), unit="batch", quiet=quiet or not dist.is_main()):
         skipped += batch.skipped
@@ -41,12 +43,12 @@ def collect_scores(model: nn.Module, loader: Any, *, device: torch.device, preci
         b, v = videos.shape[:2]
         with autocast(device, precision):
             logits = model(videos.flatten(0, 1))
-        scores.append(aggregate_views(logits.reshape(b, v, -1), aggregation))
+        scores.append(aggregate_views(logits.reshape(b, v, -1), aggregation, config.class_splits))
         labels.append(batch.labels.to(device))
         indices.append(batch.indices.to(device))
-    num_classes = unwrap_model(model).config.num_classes
-    scores_t = torch.cat(scores) if scores else torch.empty(0, num_classes, device=device)
-    labels_t = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long, device=device)
+    label_shape = (0, len(config.class_splits)) if config.class_splits else (0,)  # multi-head: a label per split
+    scores_t = torch.cat(scores) if scores else torch.empty(0, config.num_classes, device=device)
+    labels_t = torch.cat(labels) if labels else torch.empty(label_shape, dtype=torch.long, device=device)
     indices_t = torch.cat(indices) if indices else torch.empty(0, dtype=torch.long, device=device)
     scores_t, labels_t, indices_t = (dist.all_gather_cat(t) for t in (scores_t, labels_t, indices_t))
     (skipped,) = dist.all_reduce_sum([skipped], device)
@@ -59,21 +61,44 @@ def collect_scores(model: nn.Module, loader: Any, *, device: torch.device, preci
 
 def evaluate_loader(model: nn.Module, loader: Any, *, device: torch.device, num_classes: int, precision: str = "fp32",
                     aggregation: str = "logits", quiet: bool = True,
-                    desc: str = "eval") -> tuple[ClassificationReport, bool]:
-    """The report of `collect_scores`, and whether every score was finite (NaN/inf logits still have an arg-max)."""
+                    desc: str = "eval") -> tuple[ClassificationReport | MultiHeadReport, bool]:
+    """The report of `collect_scores` (a `MultiHeadReport` for a multi-head model), and whether every score
+    was finite (NaN/inf logits still have an arg-max)."""
     scores, labels, _, _ = collect_scores(model, loader, device=device, precision=precision,
                                           aggregation=aggregation, quiet=quiet, desc=desc)
     if len(labels) == 0:
         raise DataError("no validation video could be decoded")
-    return ClassificationReport.from_scores(scores, labels, num_classes), bool(torch.isfinite(scores).all())
+    report = classification_report(scores, labels, num_classes, unwrap_model(model).config, aggregation)
+    return report, bool(torch.isfinite(scores).all())
 
 
-TOP5_MIN_CLASSES = 6  # with 5 classes or fewer top-5 accuracy is 100 % by construction: not reported
+def classification_report(scores: torch.Tensor, labels: torch.Tensor, num_classes: int, config: Any,
+                          aggregation: str = "logits") -> ClassificationReport | MultiHeadReport:
+    """The metrics of `num_classes` scores, or of each class split and the actions where the model's
+    `ViViTConfig` has `class_splits` (`aggregation` "softmax": the scores are each split's probabilities)."""
+    if config.class_splits:
+        return MultiHeadReport.from_scores(scores, labels, config.splits, probabilities=aggregation == "softmax")
+    return ClassificationReport.from_scores(scores, labels, num_classes)
 
 
-def reported_top5(report: ClassificationReport, num_classes: int) -> float | None:
-    """Top-5 accuracy, or None where it is trivially 1.0 (5 classes or fewer)."""
+def reported_top5(report: ClassificationReport | MultiHeadReport, num_classes: int) -> float | None:
+    """Top-5 accuracy, or None where it is trivially 1.0 (5 classes or fewer; a multi-head report knows)."""
+    if isinstance(report, MultiHeadReport):
+        return report.top5
     return report.top5 if num_classes >= TOP5_MIN_CLASSES else None
+
+
+def report_dict(report: ClassificationReport | MultiHeadReport, classes: list[str]) -> dict[str, Any]:
+    """The report's JSON fields; a multi-head one has `splits` ({name: classes and metrics}) and `action`
+    (top1, top5), and its `top1`/`top5` are the action's."""
+    if isinstance(report, ClassificationReport):
+        return {"classes": classes, **asdict(report), "top5": reported_top5(report, len(classes))}
+    splits, start = {}, 0
+    for name, r in report.splits.items():
+        names, start = classes[start:start + len(r.per_class_accuracy)], start + len(r.per_class_accuracy)
+        splits[name] = {"classes": names, **asdict(r), "top5": reported_top5(r, len(names))}
+    return {"classes": classes, "splits": splits, "action": {"top1": report.top1, "top5": report.top5},
+            "top1": report.top1, "top5": report.top5, "num_samples": report.num_samples}
 
 
 def parse_views(text: str) -> tuple[int, int]:
@@ -127,7 +152,8 @@ def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str 
     dataset = build_dataset(source, split=split, train=False, num_frames=model.config.num_frames,
                             frame_stride=stride if frame_stride is None else frame_stride,
                             image_size=model.config.image_size[0], num_clips=views[0], num_crops=views[1],
-                            classes=classes, augment=augment)
+                            classes=classes, augment=augment,
+                            splits=model.config.splits if model.config.class_splits else None)
     dev = resolve_device(device)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     precision = precision or inference_precision(train_config, dev)
@@ -157,16 +183,18 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
         desc=f"eval {views}")
     if len(labels) == 0:
         raise DataError(f"no video of {data} could be decoded")
-    report = ClassificationReport.from_scores(scores, labels, len(classes))
+    report = classification_report(scores, labels, len(classes), loaded.model.config, aggregation)
     result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "views": f"{clips}x{crops}",
-              "aggregation": aggregation, "skipped": skipped, "classes": classes,
-              **asdict(report), "top5": reported_top5(report, len(classes))}
+              "aggregation": aggregation, "skipped": skipped, **report_dict(report, classes)}
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "report.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
-        confusion_matrix(report.confusion, classes, out / "confusion.png", title=f"{Path(checkpoint).name} ({views} views)")
+        title = f"{Path(checkpoint).name} ({views} views)"
+        for name, r in result.get("splits", {"": result}).items():  # multi-head: confusion-<split>.png each
+            confusion_matrix(r["confusion"], r["classes"], out / f"confusion{'-' * bool(name)}{name}.png",
+                             title=f"{title} {name}".strip())
     return result
 
 
@@ -190,14 +218,26 @@ def inference_precision(train_config: dict[str, Any], device: torch.device) -> s
 
 
 def format_report(r: dict[str, Any]) -> str:
-    lines = [f"{r['num_samples']} videos ({r['skipped']} skipped), {r['views']} views, {r['aggregation']} averaged",
-             f"top-1 {100 * r['top1']:.2f}%  " + ("" if r["top5"] is None else f"top-5 {100 * r['top5']:.2f}%  ")
-             + f"mean class {100 * r['mean_class_accuracy']:.2f}%",
-             "per class:"]
+    lines = [f"{r['num_samples']} videos ({r['skipped']} skipped), {r['views']} views, {r['aggregation']} averaged"]
+    if "splits" not in r:
+        return "\n".join(lines + _format_head(r))
+    lines.append(f"action (all of {', '.join(r['splits'])} right): {_top_k(r['action'])}".rstrip())
+    for name, split in r["splits"].items():
+        lines += [f"{name}:"] + ["  " + line for line in _format_head(split)]
+    return "\n".join(lines)
+
+
+def _top_k(r: dict[str, Any]) -> str:
+    return f"top-1 {100 * r['top1']:.2f}%  " + ("" if r["top5"] is None else f"top-5 {100 * r['top5']:.2f}%  ")
+
+
+def _format_head(r: dict[str, Any]) -> list[str]:
+    """The accuracy line and per-class lines of one head (or one class split)."""
+    lines = [_top_k(r) + f"mean class {100 * r['mean_class_accuracy']:.2f}%", "per class:"]
     width = max(len(c) for c in r["classes"])
     for name, acc in zip(r["classes"], r["per_class_accuracy"]):
         lines.append(f"  {name:<{width}}  {'-' if acc is None else f'{100 * acc:.1f}%'}")
-    return "\n".join(lines)
+    return lines
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,8 +1,11 @@
 """Classification metrics: multi-view aggregation, top-k accuracy, mean class accuracy, per-class
-accuracy and the confusion matrix (paper Sec. 4.1: views' logits are averaged)."""
+accuracy and the confusion matrix (paper Sec. 4.1: views' logits are averaged); for multi-head models the
+metrics of each split and the joint action accuracy (official `ViViTMultiHeadClassificationModel.get_metrics_fn`
+and `model_utils.joint_accuracy` / `joint_top_k`, scenic/projects/vivit)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -10,10 +13,12 @@ import torch
 AGGREGATIONS = ("logits", "softmax")
 
 
-def aggregate_views(logits: torch.Tensor, how: str = "logits") -> torch.Tensor:
-    """(B, V, K) per-view scores -> (B, K): mean of logits (the paper) or mean of softmax probabilities."""
+def aggregate_views(logits: torch.Tensor, how: str = "logits", splits: tuple[int, ...] | None = None) -> torch.Tensor:
+    """(B, V, K) per-view scores -> (B, K): mean of logits (the paper) or mean of softmax probabilities
+    (of each class split's softmax for a multi-head model)."""
     if how == "softmax":
-        return logits.float().softmax(dim=-1).mean(dim=1)
+        parts = logits.float().split(list(splits or (logits.shape[-1],)), dim=-1)
+        return torch.cat([p.softmax(dim=-1) for p in parts], dim=-1).mean(dim=1)
     return logits.float().mean(dim=1)
 
 
@@ -55,3 +60,49 @@ class ClassificationReport:
             confusion=cm.tolist(),
             num_samples=int(scores.shape[0]),
         )
+
+
+TOP5_MIN_CLASSES = 6  # with 5 classes or fewer top-5 accuracy is 100 % by construction: not reported
+
+
+def top_actions(probabilities: list[torch.Tensor], k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-split (B, K_i) probabilities -> the k most probable actions (one class per split), their joint
+    probability being the product of the splits' (official `get_joint_logits_labels`): (B, k) probabilities
+    and (B, k, S) class indices. Exact: the best k combinations extend the best k of the first splits."""
+    best = probabilities[0].float()  # (B, m): partial products
+    index = torch.arange(best.shape[1], device=best.device)[None, :, None].expand(best.shape[0], -1, 1)
+    for p in probabilities[1:]:
+        joint = (best[:, :, None] * p.float()[:, None, :]).flatten(1)  # (B, m * K)
+        best, flat = joint.topk(min(k, joint.shape[1]), dim=-1)
+        prefix, cls = flat // p.shape[1], flat % p.shape[1]
+        index = torch.cat([index.gather(1, prefix[..., None].expand(-1, -1, index.shape[2])), cls[..., None]], dim=-1)
+    best, order = best.topk(min(k, best.shape[1]), dim=-1)
+    return best, index.gather(1, order[..., None].expand(-1, -1, index.shape[2]))
+
+
+@dataclass
+class MultiHeadReport:
+    """Each split's report and the action accuracy (every split's top-1 right; top-5 over the joint
+    probabilities). `top1` / `top5` are the action's: what a multi-head run selects its best model by."""
+
+    splits: dict[str, ClassificationReport]
+    top1: float
+    top5: float | None  # None where trivially 1.0 (5 actions or fewer)
+    num_samples: int
+
+    @classmethod
+    def from_scores(cls, scores: torch.Tensor, labels: torch.Tensor, splits: dict[str, int],
+                    probabilities: bool = False) -> "MultiHeadReport":
+        """(N, sum K_i) logits, or each split's probabilities (`probabilities`: views' softmax averaged), against
+        (N, S) labels."""
+        if scores.shape[0] == 0:
+            raise ValueError("no samples to evaluate")
+        parts = scores.float().split(list(splits.values()), dim=-1)
+        reports = {name: ClassificationReport.from_scores(z, labels[:, i], size)
+                   for i, ((name, size), z) in enumerate(zip(splits.items(), parts))}
+        top1 = torch.stack([z.argmax(dim=-1) == labels[:, i] for i, z in enumerate(parts)]).all(dim=0)
+        _, actions = top_actions([z if probabilities else z.softmax(dim=-1) for z in parts], 5)  # (N, 5, S)
+        top5 = (actions == labels[:, None, :]).all(dim=-1).any(dim=-1)
+        return cls(splits=reports, top1=float(top1.float().mean()),
+                   top5=float(top5.float().mean()) if math.prod(splits.values()) >= TOP5_MIN_CLASSES else None,
+                   num_samples=int(scores.shape[0]))

@@ -6,9 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vivit.cli import add_model_option, display_width, ljust, model_and_rest, positive_int, print_json
 from vivit.data.sources import VIDEO_EXTENSIONS, video_files
 from vivit.engine.evaluate import add_inference_options, model_views, parse_views, score_views
+from vivit.engine.metrics import top_actions
 from vivit.errors import DataError
 
 
@@ -59,7 +62,10 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
         except DataError:  # every video failed to decode (each was named in a warning)
             pass
     results = []
-    if indices:
+    if indices and loaded.model.config.class_splits:
+        rows = split_predictions(scores, classes, loaded.model.config.splits, top_k)
+        results = [{"file": str(videos[i]), **row} for i, row in zip(indices, rows)]
+    elif indices:
         top = scores.softmax(dim=-1).topk(min(top_k, len(classes)), dim=-1)
         results = [
             {"file": str(videos[i]), "predictions": [{"label": classes[c], "probability": round(float(p), 6)}
@@ -71,10 +77,41 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
     return {"checkpoint": str(checkpoint), "results": results, "failed": failed}
 
 
+def split_predictions(scores: torch.Tensor, classes: list[str], splits: dict[str, int], top_k: int) -> list[dict[str, Any]]:
+    """A multi-head model's (N, sum K_i) logits -> per video the top-k of each split (its own softmax) and
+    the top-k actions, one class per split with the product of their probabilities (as the official
+    `model_utils.get_joint_logits_labels`): `{"splits": {name: [{label, probability}]}, "actions":
+    [{"labels": {name: label}, "probability"}]}`; `classes` are the splits' names one after another."""
+    probs = [z.softmax(dim=-1) for z in scores.float().split(list(splits.values()), dim=-1)]
+    offsets = [sum(list(splits.values())[:i]) for i in range(len(splits))]
+    joint, actions = top_actions(probs, top_k)
+    rows = []
+    for n in range(scores.shape[0]):
+        per_split = {}
+        for (name, size), p, start in zip(splits.items(), probs, offsets):
+            top = p[n].topk(min(top_k, size))
+            per_split[name] = [{"label": classes[start + c], "probability": round(float(v), 6)}
+                               for v, c in zip(top.values, top.indices.tolist())]
+        rows.append({"splits": per_split, "actions": [
+            {"labels": {name: classes[start + c] for name, start, c in zip(splits, offsets, action)},
+             "probability": round(float(v), 6)} for v, action in zip(joint[n], actions[n].tolist())]})
+    return rows
+
+
+def _prediction_text(r: dict[str, Any]) -> str:
+    """`label prob%` for each top-k prediction; a multi-head model's actions (`noun/verb`), then each split's."""
+    if "predictions" in r:
+        return "  ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in r["predictions"])
+    parts = ["actions: " + "  ".join(f"{'/'.join(a['labels'].values())} {100 * a['probability']:.1f}%"
+                                     for a in r["actions"])]
+    parts += [f"{name}: " + "  ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in top)
+              for name, top in r["splits"].items()]
+    return "  |  ".join(parts)
+
+
 def format_table(result: dict[str, Any]) -> str:
     """One line per video: file, then `label prob%` for each of the top-k; failed files with the reason."""
-    rows = [(r["file"], "  ".join(f"{p['label']} {100 * p['probability']:.1f}%" for p in r["predictions"]))
-            for r in result["results"]]
+    rows = [(r["file"], _prediction_text(r)) for r in result["results"]]
     rows += [(f["file"], f"(skipped: {f['reason']})") for f in result["failed"]]
     width = max((display_width(f) for f, _ in rows), default=4)  # terminal columns: wide CJK, no combining marks
     return "\n".join([f"{ljust('file', width)}  top predictions"] + [f"{ljust(f, width)}  {text}" for f, text in rows])

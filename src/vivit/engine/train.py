@@ -4,6 +4,7 @@ atomic checkpoints and exact resume (paper Sec. 4.1 / Table 7 recipe by default)
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import random
@@ -24,6 +25,7 @@ from vivit.engine.build import (autocast, build_datasets, build_model, resolve_d
 from vivit.engine.checkpoint import check_resumable, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from vivit.engine.config import TRAIN_CONFIG_FILE, OptimSection, TrainConfig, dump_config, load_config, save_config
 from vivit.engine.evaluate import evaluate_loader, reported_top5
+from vivit.engine.heads import all_correct, configured_splits, split_labels, split_soft_targets
 from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
 from vivit.engine.runfolder import check_run_folder, clear_run, run_lock
@@ -54,6 +56,11 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * logits.float().log_softmax(dim=-1)).sum(dim=-1)
 
 
+def split_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, splits: tuple[int, ...]) -> torch.Tensor:
+    """Per-sample sum over the class splits of `soft_cross_entropy` (official multi-head loss; one split: itself)."""
+    return sum(soft_cross_entropy(z, t) for z, t in zip(logits.split(splits, -1), targets.split(splits, -1)))
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     """Dropout, stochastic-depth and mixup randomness of one step depends only on (seed, step, rank)."""
     return int(np.random.SeedSequence((seed, step, rank)).generate_state(1, np.uint64)[0] >> 1)
@@ -71,13 +78,17 @@ def train_step(
     device: torch.device,
     precision: str = "fp32",
     generator: torch.Generator | None = None,
+    class_splits: tuple[int, ...] | None = None,
 ) -> StepResult:
     """One optimiser step over accumulated micro-batches of (videos, labels).
 
     The loss is the mean over this process's clips of the step; DDP averages gradients over ranks,
     so equal per-rank batches give exactly the single-process gradient of the global batch. A step whose
-    loss or gradient is NaN/inf on any rank changes no weight (fp16: GradScaler lowers its scale)."""
-    from vivit.data import mixup, soft_targets
+    loss or gradient is NaN/inf on any rank changes no weight (fp16: GradScaler lowers its scale).
+    `class_splits` (a multi-head model's): (B, S) labels, the loss sums the splits' cross-entropies."""
+    from vivit.data import mixup
+
+    splits = tuple(class_splits or (num_classes,))
 
     total = sum(len(labels) for _, labels in micro_batches)
     result = StepResult(0.0, 0, total, lr=optimizer.param_groups[0]["lr"])
@@ -86,18 +97,19 @@ def train_step(
         empty = len(labels) == 0
         if empty:  # every clip failed to decode: a zero-weighted pass keeps the ranks' all-reduce in step
             videos = torch.zeros((1, *_input_shape(model)), device=device)
-            labels = torch.zeros(1, dtype=torch.long, device=device)
-        targets = soft_targets(labels, num_classes, optim.label_smoothing)
+            labels = torch.zeros(1, len(splits), dtype=torch.long, device=device)
+        labels = split_labels(labels, len(splits))
+        targets = split_soft_targets(labels, splits, optim.label_smoothing)
         if optim.mixup_alpha > 0 and not empty:
             videos, targets = mixup(videos, targets, optim.mixup_alpha, generator=generator)
         with dist.no_sync(model, skip=i < len(micro_batches) - 1), autocast(device, precision):
             logits = model(videos)
-            losses = soft_cross_entropy(logits, targets)
+            losses = split_cross_entropy(logits, targets, splits)
             loss = losses.sum() * (0.0 if empty else 1.0 / max(total, 1))
         scaler.scale(loss).backward()
         if not empty:
             result.loss_sum += float(losses.detach().sum())
-            result.correct += int((logits.detach().argmax(dim=-1) == labels).sum())
+            result.correct += int(all_correct(logits.detach(), labels, splits).sum())
     scaler.unscale_(optimizer)
     params = [p for p in model.parameters() if p.grad is not None]
     norm = torch.nn.utils.get_total_norm([p.grad for p in params])
@@ -163,7 +175,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
 
     from vivit.data import make_loader
 
-    train_set, val_set = build_datasets(config.data)
+    train_set, val_set = build_datasets(config.data, splits=configured_splits(config.model.overrides))
     classes = train_set.classes
     loader = make_loader(train_set, batch_size=micro, shuffle=True, num_workers=config.data.num_workers,
                          seed=run.seed, drop_last=True, distributed=world > 1)
@@ -250,7 +262,8 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
             torch.manual_seed(step_seed(run.seed, state["step"], rank))
             generator = torch.Generator().manual_seed(step_seed(run.seed, state["step"], rank))
             result = train_step(net, optimizer, scheduler, scaler, pending, optim=config.optim,
-                                num_classes=len(classes), device=device, precision=precision, generator=generator)
+                                num_classes=len(classes), device=device, precision=precision, generator=generator,
+                                class_splits=model.config.class_splits)
             pending = []
             state["step"] += 1
             steps_this_run += 1
@@ -317,7 +330,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     dist.barrier()
     return {"stopped": False, "step": state["step"], "epochs": epochs, "out": str(out), "classes": classes,
             "best_top1": state["best_top1"] if state["best_top1"] >= 0 else None,
-            "final": None if last_report is None else last_report.__dict__}
+            "final": None if last_report is None else dataclasses.asdict(last_report)}
 
 
 def _new_stats() -> dict[str, float]:

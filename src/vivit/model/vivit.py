@@ -184,6 +184,11 @@ class ViViT(nn.Module):
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(video))
 
+    def split_logits(self, logits: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(..., num_classes) logits -> {split name: (..., size)} (`config.splits`; one "class" split for a
+        single head), as the official multi-head model splits its one output_projection."""
+        return split_logits(logits, self.config.splits)
+
     def save_pretrained(self, path: str | Path, labels: list[str] | None = None, *, overwrite: bool = False) -> Path:
         """Write config.json + model.safetensors (+ labels.txt) to a folder; `vivit.load_pretrained` reads it.
         A non-empty folder that is not a vivit model folder is refused unless `overwrite`."""
@@ -209,6 +214,14 @@ def _split_prefix(z: torch.Tensor, prefix: int, grid: tuple[int, int, int],
                   output_fmt: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, prefix + N, D) -> (formatted patch tokens, prefix tokens (B, prefix, D))."""
     return _format(z[:, prefix:], grid, output_fmt), z[:, :prefix]
+
+
+def split_logits(logits: torch.Tensor, splits: dict[str, int]) -> dict[str, torch.Tensor]:
+    """The last axis of `logits` cut into consecutive named parts of the given sizes (views, no copy)."""
+    if logits.shape[-1] != sum(splits.values()):
+        raise InputShapeError(f"logits have {logits.shape[-1]} classes, the splits {dict(splits)} sum to "
+                              f"{sum(splits.values())}")
+    return dict(zip(splits, logits.split(list(splits.values()), dim=-1)))
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

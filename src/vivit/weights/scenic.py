@@ -357,6 +357,8 @@ def from_scenic(src: str | Path | Tree, source_frames: int = 32, variant: str | 
     on `source_frames` frames (official: 32; an FE tree tells its own) with `classifier` (needed for a
     tree without cls: "0", "gap", "gmp", "gsp"; None assumes "gap" and warns) at input `source_size`
     (H, W) (needed for a non-square token grid). Overrides (e.g. `num_frames=16`, `dynamic_size=True`)
-    adapt the model; positional embeddings are resampled."""
+    adapt the model; positional embeddings are resampled. A multi-head checkpoint (Epic-Kitchens) has one
+    output_projection of sum(class_splits) logits: pass `class_splits=(300, 97), split_names=("noun", "verb")`
+    (official `ViViTMultiHeadClassificationModel`; the tree cannot tell its splits)."""
     return load_scenic(src, source_frames, variant, fsa_order, classifier=classifier, source_size=source_size,
                        **overrides)[0]

@@ -102,12 +102,6 @@ def resolve_labels(entry: ModelEntry, quiet: bool = True) -> list[str]:
 
 
 # Conversion --------------------------------------------------------------------------------------------
-def _check_supported(entry: ModelEntry) -> None:
-    if entry.class_splits and "class_splits" not in {f.name for f in dataclasses.fields(ViViTConfig)}:
-        raise VivitError(f"{entry.name}: multi-head models are not supported yet (class_splits "
-                         f"{list(entry.class_splits)} for {'/'.join(entry.split_names or ())})")
-
-
 def _check_converted(entry: ModelEntry, model: ViViT, labels: list[str]) -> None:
     """The converted model is the one registered: variant, frame count and number of classes."""
     config = model.config
@@ -117,6 +111,9 @@ def _check_converted(entry: ModelEntry, model: ViViT, labels: list[str]) -> None
         raise VivitError(f"it holds a {config.num_frames}-frame model, the registry says frames = {entry.frames}")
     if len(labels) != config.num_classes:
         raise VivitError(f"its head has {config.num_classes} classes, the registry's labels {len(labels)} names")
+    if config.class_splits != entry.class_splits or (entry.class_splits and config.split_names != entry.split_names):
+        raise VivitError(f"its head is split {config.splits}, the registry says class_splits "
+                         f"{list(entry.class_splits or ())} ({', '.join(entry.split_names or ())})")
 
 
 def _hf_folder(repo: str) -> Path:
@@ -164,7 +161,9 @@ def _convert(entry: ModelEntry, quiet: bool) -> tuple[ViViT, list[str] | None, P
             from vivit.zoo.scenic_stream import read_params
 
             _say(f"converting {entry.name} (Scenic checkpoint)", quiet)
-            model, _ = scenic.load_scenic(read_params(path), entry.frames, "fdp" if entry.variant == "fdp" else None)
+            heads = dict(class_splits=entry.class_splits, split_names=entry.split_names) if entry.class_splits else {}
+            model, _ = scenic.load_scenic(read_params(path), entry.frames, "fdp" if entry.variant == "fdp" else None,
+                                          **heads)  # one output_projection of sum(class_splits) logits
         elif path.is_dir():
             model = store.load_pretrained(path)
         else:
@@ -221,7 +220,6 @@ def _locked(entry: ModelEntry) -> Iterator[None]:
 
 def ensure_cached(entry: ModelEntry, quiet: bool = False) -> Path:
     """The converted model folder of `entry`, downloading and converting it when the cache lacks it."""
-    _check_supported(entry)
     if is_cached(entry):
         return model_dir(entry)
     with _locked(entry):
@@ -269,8 +267,14 @@ def load_folder(path: str | Path, **overrides: Any) -> ViViT:
 
 
 def attach(model: ViViT, labels: list[str] | None, preprocess: Preprocess | None) -> ViViT:
-    """Set `model.labels` (None when they do not fit the head) and `model.preprocess`."""
+    """Set `model.labels` (None when they do not fit the head), `model.split_labels` ({split: names} of a
+    multi-head model, e.g. Epic-Kitchens nouns then verbs; None otherwise) and `model.preprocess`."""
     model.labels = labels if labels is not None and len(labels) == model.config.num_classes else None
+    model.split_labels = None
+    if model.labels is not None and model.config.class_splits:
+        starts = [sum(model.config.class_splits[:i]) for i in range(len(model.config.class_splits))]
+        model.split_labels = {name: model.labels[start:start + size]
+                              for (name, size), start in zip(model.config.splits.items(), starts)}
     model.preprocess = preprocess
     return model
 
