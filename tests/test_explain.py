@@ -185,7 +185,8 @@ def test_relevance_equals_autograd_through_explicit_attention(variant):
     video = torch.randn(1, 3, 4, 16, 16)
     with capture_attention(model, keep_values=True) as capture:
         logits = model(video)[0]
-    ours = [s for name in ("spatial", "temporal", "encoder") for s in relevance_steps(capture, logits[1]).get(name, [])]
+    steps = relevance_steps(capture, logits[1])
+    ours = [s for name in ("spatial", "temporal", "encoder") for s in steps.get(name, [])]
 
     kept = []
 
@@ -227,6 +228,7 @@ def test_explain_clip_maps_every_variant_and_classifier(variant):
             assert (result.maps[0] >= 0).all()
             torch.testing.assert_close(result.logits, model(video)[0].detach())
         assert result.targets == [int(result.logits.argmax())]
+        assert all(p.requires_grad for p in model.parameters()) and all(p.grad is None for p in model.parameters())
     with pytest.raises(InputShapeError, match="one clip"):
         explain_clip(model, torch.randn(2, 3, 4, 16, 16))
     with pytest.raises(ConfigError, match="method"):

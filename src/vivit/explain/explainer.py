@@ -3,12 +3,13 @@ or gradient-weighted relevance (for chosen classes)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple
 
 import torch
 
 from vivit.errors import ConfigError, InputShapeError
-from vivit.explain.attention_capture import attention_probs, capture_attention
+from vivit.explain.attention_capture import Capture, attention_probs, capture_attention
 from vivit.explain.relevance import relevance_steps
 from vivit.explain.rollout import RELEVANCE, ROLLOUT, pool_weights, token_map
 from vivit.model import ViViT
@@ -37,6 +38,20 @@ def predicted_classes(model: ViViT, logits: torch.Tensor) -> list[int]:
     return [r.start + int(logits[r.start:r.stop].argmax()) for r in split_ranges(model).values()]
 
 
+@contextmanager
+def _without_parameter_grads(model: ViViT) -> Iterator[None]:
+    """Relevance needs gradients of the attention outputs only: the graph then keeps no layer inputs for
+    weight gradients (less memory); the parameters' flags are restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def explain_clip(model: ViViT, clip: torch.Tensor, method: str = "rollout",
                  targets: list[int] | None = None) -> ClipExplanation:
     """Maps over the (n_t, n_h, n_w) token grid for a (1, C, T, H, W) clip. "relevance" explains `targets`
@@ -49,18 +64,27 @@ def explain_clip(model: ViViT, clip: torch.Tensor, method: str = "rollout",
         raise ConfigError("the model has no classifier head (num_classes=0): there is nothing to explain")
     cfg, grid = model.config, model.token_grid(clip)
     model.eval()
-    relevance = method == "relevance"
-    with torch.set_grad_enabled(relevance), capture_attention(model, keep_values=relevance) as capture:
-        logits = model(clip)[0]
-    starts = {name: pool_weights(cfg.classifier, out) for name, out in capture.outputs.items()}
     num_prefix = int(cfg.classifier == "token")
-    if not relevance:
+    capture, logits = _forward(model, clip, method == "relevance")
+    starts = {name: pool_weights(cfg.classifier, out) for name, out in capture.outputs.items()}
+    if method == "rollout":
         steps = capture.steps(attention_probs)
         return ClipExplanation(logits.detach(), [token_map(cfg.variant, steps, starts, grid, num_prefix, ROLLOUT)], [])
     targets = predicted_classes(model, logits) if targets is None else list(targets)
     for c in targets:
         if not 0 <= c < cfg.num_classes:
             raise ConfigError(f"class index {c} is out of range for {cfg.num_classes} classes")
-    maps = [token_map(cfg.variant, relevance_steps(capture, logits[c]), starts, grid, num_prefix, RELEVANCE)
-            for c in targets]
+    maps = []
+    for i, c in enumerate(targets):
+        if i:  # one backward per forward: a retained graph costs memory, and compiled kernels refuse it
+            capture, logits = _forward(model, clip, True)
+        maps.append(token_map(cfg.variant, relevance_steps(capture, logits[c]), starts, grid, num_prefix, RELEVANCE))
     return ClipExplanation(logits.detach(), maps, targets)
+
+
+def _forward(model: ViViT, clip: torch.Tensor, relevance: bool) -> tuple[Capture, torch.Tensor]:
+    """The captured forward of one clip: (capture, logits (num_classes,)), in a graph for `relevance`."""
+    with torch.set_grad_enabled(relevance), _without_parameter_grads(model), \
+            capture_attention(model, keep_values=relevance) as capture:
+        logits = model(clip.detach().requires_grad_(relevance))[0]
+    return capture, logits

@@ -21,9 +21,8 @@ def positive_relevance(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grad_y
 
 
 def relevance_steps(capture: Capture, logit: torch.Tensor) -> dict[str, list[Step]]:
-    """Per encoder, the relevance steps of one scalar `logit` of the captured forward (its graph is kept
-    for further logits)."""
+    """Per encoder, the relevance steps of one scalar `logit` of the captured forward (its graph is freed)."""
     records = [r for rs in capture.records.values() for r in rs]
-    grads = torch.autograd.grad(logit, [r.output for r in records], retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(logit, [r.output for r in records], allow_unused=True)
     return capture.steps(positive_relevance, {id(r): torch.zeros_like(r.output) if g is None else g.detach()
                                               for r, g in zip(records, grads)})
