@@ -135,10 +135,10 @@ def test_a_failing_write_leaves_no_file(dataset, tmp_path, monkeypatch):
 def test_shards_with_an_index_match_the_per_video_files(dataset, tmp_path, writes, capsys):
     ckpt = untrained_checkpoint(tmp_path / "ckpt.pt")
     assert main(["extract", str(dataset), "--model", str(ckpt), "--out", str(tmp_path / "one"), "--quiet",
-                 "--workers", "0", "--pool", "mean"]) == 1  # the broken file
+                 "--workers", "0", "--tokens"]) == 1  # the broken file; one view: cls feature and prefix alike
     assert "broken.mp4" in capsys.readouterr().out
     assert main(["extract", str(dataset), "--model", str(ckpt), "--out", str(tmp_path / "sharded"), "--quiet",
-                 "--workers", "0", "--pool", "mean", "--shard-size", "3"]) == 1
+                 "--workers", "0", "--tokens", "--shard-size", "3"]) == 1
     with open(tmp_path / "sharded" / "index.csv", newline="") as f:
         index = list(csv.DictReader(f))
     assert [(r["file"], r["label"], r["shard"], r["offset"]) for r in index] == [
@@ -146,8 +146,9 @@ def test_shards_with_an_index_match_the_per_video_files(dataset, tmp_path, write
         ("b/0.mp4", "b", "shard-00000.safetensors", "2"), ("b/sub/1.mp4", "b", "shard-00001.safetensors", "0")]
     for row in index:
         shard = load_file(tmp_path / "sharded" / row["shard"])["features"]
-        own = load_file(tmp_path / "one" / f"{row['file']}.safetensors")["features"]
-        torch.testing.assert_close(shard[int(row["offset"]):int(row["offset"]) + 1], own)
+        own = load_file(tmp_path / "one" / f"{row['file']}.safetensors")
+        torch.testing.assert_close(shard[int(row["offset"]):int(row["offset"]) + 1], own["features"])
+        torch.testing.assert_close(own["prefix"][:, 0], own["features"])  # the cls token is the pooled feature
     writes.clear()
     assert main(["extract", str(dataset), "--model", str(ckpt), "--out", str(tmp_path / "sharded"), "--quiet",
                  "--workers", "0", "--shard-size", "3"]) == 1

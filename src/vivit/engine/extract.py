@@ -200,7 +200,7 @@ def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str
                 for row, (k, label) in enumerate(zip(batch.indices.tolist(), batch.labels.tolist())):
                     seen.add(k)
                     name, label_name = names[todo[k]], classes[label] if 0 <= label < len(classes) else ""
-                    item = {key: t[row] for key, t in tensors.items()}
+                    item = {key: t[row].clone() for key, t in tensors.items()}  # own storage: no shared views
                     if shards is not None:
                         shards.add(name, label_name, item)
                     else:
