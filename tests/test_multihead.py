@@ -98,6 +98,10 @@ def test_the_loss_is_the_sum_of_the_splits_cross_entropies(smoothing):
                         num_classes=5, device=torch.device("cpu"), class_splits=(3, 2))
     assert result.loss_sum == pytest.approx(float(by_hand.sum()), rel=1e-5)
     assert result.correct == int(action)
+    official = train_step(model.eval(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
+                          [(videos, labels)], num_classes=5, device=torch.device("cpu"), class_splits=(3, 2),
+                          optim=OptimSection(label_smoothing=smoothing, clip_grad_norm=None, split_loss="mean"))
+    assert official.loss_sum == pytest.approx(float(by_hand.sum()) / 2, rel=1e-5)  # the official mean over splits
 
 
 def write_videos(root: Path, n: int = 8) -> list[Path]:

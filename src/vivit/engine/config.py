@@ -20,6 +20,7 @@ from vivit.textfiles import read_text
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
+SPLIT_LOSSES = ("sum", "mean")  # multi-head loss over the class splits; "mean" is the official loss_function
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 INIT_KINDS = ("auto", "checkpoint", "pretrained", "image_vit")
@@ -78,6 +79,7 @@ class OptimSection:
     clip_grad_norm: float | None = 1.0
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0                  # 0 = off
+    split_loss: str = "sum"                   # multi-head models: sum or mean (official) of the splits' losses
 
 
 @dataclass(frozen=True)
@@ -206,6 +208,7 @@ def validate(c: TrainConfig) -> None:
     _choice("model.init_recipe", c.model.init_recipe, RECIPES)
     _choice("model.pos_size_change", c.model.pos_size_change, POS_SIZE_CHANGES)
     _choice("optim.name", c.optim.name, OPTIMIZERS)
+    _choice("optim.split_loss", c.optim.split_loss, SPLIT_LOSSES)
     _choice("schedule.name", c.schedule.name, SCHEDULES)
     _choice("run.precision", c.run.precision, PRECISIONS)
     _choice("run.device", c.run.device, DEVICES)

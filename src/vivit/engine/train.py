@@ -56,9 +56,11 @@ def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Ten
     return -(targets * logits.float().log_softmax(dim=-1)).sum(dim=-1)
 
 
-def split_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, splits: tuple[int, ...]) -> torch.Tensor:
-    """Per-sample sum over the class splits of `soft_cross_entropy` (official multi-head loss; one split: itself)."""
-    return sum(soft_cross_entropy(z, t) for z, t in zip(logits.split(splits, -1), targets.split(splits, -1)))
+def split_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, splits: tuple[int, ...],
+                        reduce: str = "sum") -> torch.Tensor:
+    """Per-sample sum (or mean: the official `loss_function`) over the class splits of `soft_cross_entropy`."""
+    losses = sum(soft_cross_entropy(z, t) for z, t in zip(logits.split(splits, -1), targets.split(splits, -1)))
+    return losses / len(splits) if reduce == "mean" else losses
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -104,7 +106,7 @@ def train_step(
             videos, targets = mixup(videos, targets, optim.mixup_alpha, generator=generator)
         with dist.no_sync(model, skip=i < len(micro_batches) - 1), autocast(device, precision):
             logits = model(videos)
-            losses = split_cross_entropy(logits, targets, splits)
+            losses = split_cross_entropy(logits, targets, splits, optim.split_loss)
             loss = losses.sum() * (0.0 if empty else 1.0 / max(total, 1))
         scaler.scale(loss).backward()
         if not empty:
