@@ -88,6 +88,8 @@ FIXTURES = [
     Fixture("late_start.flv", ["-c:v", "flv", "-q:v", "4", "-c:a", "libmp3lame", "-b:a", "8k", "-ac", "1"],
             [*lavfi(source(0.4)), *lavfi("sine=f=440:r=11025:d=0.4")],
             "FLV whose video starts at 25 ms, after the MP3 audio's delay: no index entry at time 0"),
+    Fixture("h264_10bit.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p10le", "-threads", "1"],
+            note="10-bit 4:2:0 H.264 (as HDR phone video): converted by ffmpeg's scaler, not used as decoded"),
 ]
 
 

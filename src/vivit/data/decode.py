@@ -28,7 +28,6 @@ import av
 import av.error
 import av.filter
 import numpy as np
-from av.video.reformatter import ColorRange, Colorspace, Interpolation, VideoReformatter
 
 from vivit.data.media import VideoInfo, probe  # noqa: F401 (re-exported: the decoding API)
 from vivit.data.media import Timeline, open_video, rewind, stream_info, video_stream
@@ -241,7 +240,7 @@ def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
     tagged `tv`, RGB and palette frames are converted to full-range YUV. Planes are used as decoded where ffmpeg's
     own YUV -> RGB conversion repeats each chroma sample over its pixels (4:2:0 and 4:2:2 of even height, as
     swscale's unscaled converter) or needs no chroma upsampling (4:4:4); every other frame is converted by
-    swscale to 4:4:4 with bicubic chroma, as its scaled path (ffmpeg's default flags) does.
+    ffmpeg's scale filter as its scaled path to RGB (ffmpeg's default flags) upsamples chroma (`_to_planar`).
     """
     fmt = frame.format
     if fmt.is_rgb or fmt.has_palette or fmt.is_bayer:
@@ -263,8 +262,8 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
                   upscale: bool = True, threads: bool = False,
                   min_shrink: float = 1.0) -> tuple[YuvFrames, VideoInfo]:
     """As `read_clip`, but frames stay planar YUV with ffmpeg's colours (see `_encoding`): 8-bit 4:2:0, 4:2:2
-    or 4:4:4 as decoded, or converted by swscale to 4:4:4 (other formats, odd heights, and `size`: frames
-    scaled there, bilinear, antialiased when shrinking, as the transforms' resize).
+    or 4:4:4 as decoded, or converted by ffmpeg's scale filter (`_to_planar`: other formats such as 10-bit,
+    odd heights, and `size`: frames scaled there, bilinear, antialiased when shrinking, as the transforms' resize).
 
     `min_shrink`: frames are scaled down to `size` only where that divides their short side by at least this
     much, else kept at native size (a small reduction saves little memory and costs the exact crop geometry).
@@ -274,11 +273,25 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
     return YuvFrames(frames, *encoding), info
 
 
+def _to_planar(frame: av.VideoFrame, height: int, width: int, full: bool) -> _Filters:
+    """ffmpeg's scale filter to 8-bit planar YUV of `height` x `width` (its chroma siting and filters, dithered
+    from higher bit depths). At native size, as ffmpeg's `-pix_fmt rgb24` conversion: bicubic chroma, and chroma
+    halved horizontally stays so at even widths (4:2:2: each sample then covers two pixels, as swscale's RGB
+    output uses it; odd widths force its full chroma interpolation); resized: bilinear to 4:4:4. RGB becomes
+    BT.601 YUV."""
+    same_size = (frame.height, frame.width) == (height, width)
+    halved = not frame.format.is_rgb and frame.width % 2 == 0 and frame.format.chroma_width() * 2 == frame.width
+    matrix = ":out_color_matrix=bt601" if frame.format.is_rgb or frame.format.has_palette else ""
+    scale = (f"{width}:{height}:flags={'bicubic' if same_size else 'bilinear'}"
+             f":out_range={'full' if full else 'limited'}{matrix}")
+    return _Filters([("scale", scale), ("format", "yuv422p" if same_size and halved else "yuv444p")])
+
+
 def _yuv_converter(size: Size, upscale: bool, min_shrink: float) -> tuple[Converter, list]:
     """`read_clip_yuv`'s frame -> packed planes converter, and the list it fills with the planes' encoding
     (height, width, full range, BT.709, chroma subsampling) at its first frame."""
     encoding: list = []
-    reformatter = VideoReformatter()
+    to_planar: list[_Filters] = []  # made for the first frame that needs it: a stream's frames share one format
 
     def convert(frame: av.VideoFrame) -> np.ndarray:
         height, width = output_size(frame.height, frame.width, size, upscale)
@@ -287,12 +300,10 @@ def _yuv_converter(size: Size, upscale: bool, min_shrink: float) -> tuple[Conver
             height, width = frame.height, frame.width
         name, full = _encoding(frame)
         if name is None or (frame.height, frame.width) != (height, width):
-            colour_range = ColorRange.JPEG if full else ColorRange.MPEG
-            same_size = (frame.height, frame.width) == (height, width)
-            name, frame = "yuv444p", reformatter.reformat(
-                frame, width, height, "yuv444p", None, Colorspace.ITU601 if frame.format.is_rgb else None,
-                Interpolation.BICUBIC if same_size else Interpolation.BILINEAR, colour_range, colour_range)
-        if not encoding:  # swscale rescales YUV without changing its matrix; RGB becomes BT.601
+            if not to_planar:
+                to_planar.append(_to_planar(frame, height, width, full))
+            name, frame = to_planar[0].filters[-1][1], to_planar[0](frame)
+        if not encoding:  # the scale filter converts to BT.601 (its untagged output), as its RGB output uses
             encoding.extend([height, width, full, frame.colorspace == _BT709, _PLANAR_YUV[name]])
         return _packed_planes(frame)
 
