@@ -3,6 +3,7 @@ manual softmax(q k^T / sqrt(E)) from each attention module's input, relevance ag
 attention, and the command's files."""
 
 import json
+from pathlib import Path
 
 import av
 import numpy as np
@@ -345,3 +346,25 @@ def test_a_trained_factorised_encoder_looks_at_the_moving_square(monkeypatch):
         top_drop.append(abs(float(logits[i, c] - top)))
         random_drop.append(np.mean([abs(float(logits[i, c] - r)) for r in chance]))
     assert np.mean(top_drop) > 1.5 * np.mean(random_drop), (np.mean(top_drop), np.mean(random_drop))
+
+
+def test_cli_explains_each_split_of_a_multi_head_model(tmp_path):
+    from vivit.engine.checkpoint import save_checkpoint
+
+    model = tiny_model("fe", num_frames=8, num_classes=4, class_splits=(2, 2), split_names=("noun", "verb"))
+    torch.nn.init.normal_(model.head.weight)
+    ckpt = tmp_path / "multi.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "model_config": model.config.to_dict(),
+                           "classes": ["cup", "open", "open", "pour"]})
+    video = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 255, (20, 16, 16, 3), np.uint8))
+    assert main(["explain", str(video), "--model", str(ckpt), "--out", str(tmp_path / "all"), "--method", "relevance"]) == 0
+    result = json.loads((tmp_path / "all" / "explain.json").read_text())
+    assert list(result["predictions"]) == ["noun", "verb"]
+    assert [e["split"] for e in result["explanations"]] == ["noun", "verb"]
+    for e in result["explanations"]:
+        assert e["class"] == result["predictions"][e["split"]]["label"]
+        assert all(Path(f).name.startswith(f"{e['split']}-{e['class']}-") for f in e["files"].values())
+    assert main(["explain", str(video), "--model", str(ckpt), "--out", str(tmp_path / "one"), "--method", "relevance",
+                 "--class", "verb:open"]) == 0
+    (entry,) = json.loads((tmp_path / "one" / "explain.json").read_text())["explanations"]
+    assert (entry["split"], entry["class"]) == ("verb", "open")

@@ -44,7 +44,12 @@ def load_clip(loaded: Any, video: Path) -> tuple[torch.Tensor, list[int], float]
     return clip, indices.tolist(), info.fps / stride
 
 
-def class_index(label: str, classes: list[str]) -> int:
+def class_index(label: str, classes: list[str], model: Any) -> int:
+    """The index of `label`, or of `SPLIT:LABEL` within that split (multi-head models whose splits share names)."""
+    split, _, name = label.partition(":")
+    ranges = split_ranges(model)
+    if name and split in ranges and name in classes[ranges[split].start:ranges[split].stop]:
+        return ranges[split].start + classes[ranges[split].start:ranges[split].stop].index(name)
     if label not in classes:
         shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
         raise ConfigError(f"--class {label!r} is not one of the model's {len(classes)} labels ({shown})")
@@ -107,7 +112,7 @@ def explain_video(model_path: str, video: str | Path, *, method: str = "rollout"
     loaded = load_model(model_path)
     clip, indices, fps = load_clip(loaded, video)
     dev = resolve_device(device)
-    targets = None if label is None else [class_index(label, loaded.classes)]
+    targets = None if label is None else [class_index(label, loaded.classes, loaded.model)]
     explained = explain_clip(loaded.model.to(dev), clip.to(dev), method, targets)
     explained = ClipExplanation(explained.logits.cpu(), [m.cpu() for m in explained.maps], explained.targets)
     out = Path(out) if out is not None else Path(f"explain-{video.stem}")
@@ -130,7 +135,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model NAME (`vivit models`), CHECKPOINT (.pt) or FOLDER")
     parser.add_argument("--method", default="rollout", choices=METHODS,
                         help="rollout: attention rollout (any class); relevance: gradient-weighted attention for a class")
-    parser.add_argument("--class", dest="label", help="label to explain with --method relevance "
+    parser.add_argument("--class", dest="label", help="label to explain with --method relevance, or SPLIT:LABEL "
                                                       "(default: the predicted class of each split)")
     parser.add_argument("--out", help="output folder (default: explain-<video name>)")
     parser.add_argument("--format", dest="video_format", default="mp4", choices=VIDEO_FORMATS,

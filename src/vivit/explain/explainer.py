@@ -25,9 +25,8 @@ class ClipExplanation(NamedTuple):
 
 def split_ranges(model: ViViT) -> dict[str, range]:
     """Name -> class indices of each split of the logits (multi-head models); one split "class" otherwise."""
-    sizes = getattr(model.config, "splits", None) or {"class": model.config.num_classes}
     ranges, start = {}, 0
-    for name, size in sizes.items():
+    for name, size in model.config.splits.items():
         ranges[name] = range(start, start + size)
         start += size
     return ranges
