@@ -32,10 +32,21 @@ def test_sigmoid_form_equals_pytorch_tanh_gelu():
     torch.testing.assert_close(ours, theirs, rtol=2e-7, atol=6e-7)
 
 
-def test_compiled_kernel_gradcheck_float64():
-    x = torch.randn(3, 7, dtype=torch.float64, requires_grad=True) * 3
-    assert torch.autograd.gradcheck(activations.compiled_gelu_tanh(), (x.detach().requires_grad_(),))
-    assert torch.autograd.gradgradcheck(activations.gelu_tanh_formula, (x.detach().requires_grad_(),))
+def test_compiled_kernels_gradcheck_float64():
+    x = (torch.randn(3, 7, dtype=torch.float64) * 3).requires_grad_()
+    assert torch.autograd.gradcheck(activations.compiled_gelu_tanh(), (x,))
+    assert torch.autograd.gradgradcheck(activations.compiled_gelu_tanh(), (x,))
+
+
+def test_compiled_route_keeps_retained_graphs(monkeypatch):
+    monkeypatch.setenv(backends.GELU_ENV, "compiled")
+    monkeypatch.setattr(activations, "MIN_NUMEL", 0)
+    x = torch.randn(4, 8, requires_grad=True)
+    y = activations.gelu_tanh(x).sum()
+    (first,) = torch.autograd.grad(y, x, retain_graph=True)
+    (second,) = torch.autograd.grad(y, x)
+    torch.testing.assert_close(first, second)
+    torch.testing.assert_close(first, torch.autograd.grad(F.gelu(x, approximate="tanh").sum(), x)[0], rtol=1e-5, atol=1e-6)
 
 
 def _mlp_outputs(monkeypatch, route):
@@ -88,7 +99,8 @@ def test_gelu_environment_override_is_checked(monkeypatch):
         backends.gelu_route(activations.gelu_tanh_formula, F.gelu)
 
 
-def test_calibration_from_an_inference_forward_still_times_the_backward():
+def test_calibration_from_an_inference_forward_still_times_the_backward(monkeypatch):
+    monkeypatch.setattr(backends, "CALIBRATION_SHAPE", (64, 32, 48))
     formula = activations.gelu_tanh_formula
     with torch.inference_mode():  # the first large GELU may come from `vivit predict`
         measured = backends.calibrate_gelu(formula, _slow(F.gelu))

@@ -4,7 +4,8 @@ and HF's `gelu_fast` / `gelu_pytorch_tanh` compute it.
 GELU(x) ~ 0.5 x (1 + tanh(z)), z = sqrt(2/pi) (x + 0.044715 x^3) (Hendrycks & Gimpel 2016, Eq. 2); since
 0.5 (1 + tanh(z)) = sigmoid(2z), that is x * sigmoid(2z). On some CPUs PyTorch's tanh-GELU kernel is slow
 (4x its erf GELU on a Sapphire Rapids Xeon), while `torch.compile` fuses the sigmoid form into one loop
-about 3x faster, forward and backward. `vivit.backends.gelu_route` measures which is faster on the running
+about 3x faster, forward and backward (an autograd Function over two compiled kernels, forward and
+derivative, so graphs can be retained and differentiated twice as with `F.gelu`). `vivit.backends.gelu_route` measures which is faster on the running
 machine; fp32/bf16 CPU activations of at least `MIN_NUMEL` elements take that route (the first one compiles
 once per process), everything else (CUDA, float64, small tensors, tracing/export, `torch.func`) `F.gelu`.
 """
@@ -30,10 +31,35 @@ def gelu_tanh_formula(x: torch.Tensor) -> torch.Tensor:
     return x * torch.sigmoid(_TWO_SQRT_2_OVER_PI * (x + _CUBIC * x * x * x))
 
 
+def gelu_tanh_derivative(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """grad * d/dx [x sigmoid(u)], u = 2 sqrt(2/pi) (x + 0.044715 x^3): grad (s + x s (1 - s) du/dx), s = sigmoid(u)."""
+    s = torch.sigmoid(_TWO_SQRT_2_OVER_PI * (x + _CUBIC * x * x * x))
+    return grad * (s + x * s * (1 - s) * (_TWO_SQRT_2_OVER_PI * (1 + 3 * _CUBIC * x * x)))
+
+
 @cache
+def _kernels():
+    """The forward and derivative compiled by inductor for any shape (one kernel each per dtype)."""
+    return torch.compile(gelu_tanh_formula, dynamic=True), torch.compile(gelu_tanh_derivative, dynamic=True)
+
+
+class _CompiledGeluTanh(torch.autograd.Function):
+    """Saves x (as `F.gelu`); the backward's compiled derivative is itself differentiable (create_graph)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        return _kernels()[0](x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return _kernels()[1](x, grad)
+
+
 def compiled_gelu_tanh():
-    """`gelu_tanh_formula` compiled by inductor, for any shape (one kernel per dtype and grad mode)."""
-    return torch.compile(gelu_tanh_formula, dynamic=True)
+    """The tanh GELU on its compiled kernels (`gelu_tanh_formula`, `gelu_tanh_derivative`)."""
+    return _CompiledGeluTanh.apply
 
 
 def _aten_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
