@@ -21,6 +21,7 @@ def model_and_video():
 def test_bf16_casts_the_weights_once_and_runs_without_autocast(model_and_video, monkeypatch):
     model, video = model_and_video
     reference = model(video)
+    monkeypatch.setattr(inference.backends, "has_bf16_units", lambda: True)
     prepared = prepare_for_inference(model, "bf16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}  # cast in place, once
     seen = []
@@ -85,9 +86,19 @@ def test_predict_runs_the_prepared_model(tmp_path, capsys, monkeypatch):
     video = tmp_path / "a.mp4"
     write_video(video, np.random.default_rng(0).integers(0, 255, (8, 16, 16, 3), dtype=np.uint8), fps=8)
     seen, real = [], inference.prepare_for_inference
+    monkeypatch.setattr(inference.backends, "has_bf16_units", lambda: True)
     monkeypatch.setattr(inference, "prepare_for_inference",
                         lambda model, precision, **kw: seen.append((precision, kw)) or real(model, precision, **kw))
     for flags in (["--precision", "bf16"], ["--quantize", "int8"]):
         assert main(["predict", str(ckpt), str(video), "--json", "--quiet", "--workers", "0", *flags]) == 0
         assert len(json.loads(capsys.readouterr().out)["results"]) == 1
     assert seen == [("bf16", {"compile": False, "quantize": None}), ("fp32", {"compile": False, "quantize": "int8"})]
+
+
+def test_bf16_without_bf16_units_is_flagged(model_and_video, monkeypatch):
+    monkeypatch.setattr(inference.backends, "has_bf16_units", lambda: False)
+    with pytest.warns(UserWarning, match="AVX512-BF16 nor AMX"):
+        prepare_for_inference(model_and_video[0], "bf16")
+    monkeypatch.undo()
+    if inference.backends.platform.machine() == "x86_64":
+        assert inference.backends.has_bf16_units() == bool({"avx512_bf16", "amx_bf16"} & inference.backends.cpu_flags())

@@ -65,6 +65,26 @@ def machine_key() -> str:
     return f"{cpu or platform.processor() or platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
+def cpu_flags() -> frozenset[str]:
+    """The ISA flags /proc/cpuinfo lists (empty where there is none); a hypervisor may hide some."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "flags":
+                return frozenset(value.split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_bf16_units() -> bool:
+    """Whether bf16 matmuls run on hardware: not an x86-64 CPU, or one listing AVX512-BF16 or AMX-BF16.
+    Without them oneDNN emulates bf16 with fp32 FMAs (3-4x slower than fp32 on an AVX-512 Xeon)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return True
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
 def _with_autograd(calibrate: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     """Calibrations time backward passes too: run them with autograd on and autocast off, whatever the
     context of the first call that needs a route (an inference forward under `no_grad`, say)."""

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vivit import backends
 from vivit.errors import ConfigError
 from vivit.model.vivit import unwrap_model
 
@@ -84,6 +85,9 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", *, compile:
             raise ConfigError(f"--quantize {quantize} runs on the CPU in fp32 around the int8 linears; "
                               f"use --device cpu --precision fp32 (got {device.type}, {precision})")
         model = quantize_linears(model)
+    if precision == "bf16" and device.type == "cpu" and not backends.has_bf16_units():
+        warnings.warn("this CPU lists neither AVX512-BF16 nor AMX: bf16 matmuls are emulated and slower than "
+                      "fp32 here; --precision fp32 (or --quantize int8) is the faster choice", stacklevel=2)
     dtype = CAST_DTYPES.get(precision, torch.float32)
     model = model.to(dtype)
     if compile:
