@@ -18,7 +18,7 @@ from vivit.data.encode import write_video
 from vivit.engine.demo import RECIPE
 from vivit.errors import ConfigError, InputShapeError
 from vivit.explain import explain_clip
-from vivit.explain.attention_capture import attention_probs, capture_attention
+from vivit.explain.attention_capture import capture_attention
 from vivit.explain.relevance import relevance_steps
 from vivit.explain.rollout import RELEVANCE, ROLLOUT, Step, propagate, token_map
 from vivit.model import create_model
@@ -166,7 +166,7 @@ def test_captured_attention_equals_a_manual_softmax_for_every_layer(variant):
         out = model(video)
     for hook in hooks:
         hook.remove()
-    steps = [s for name in ("spatial", "temporal", "encoder") for s in capture.steps(attention_probs).get(name, [])]
+    steps = [s for name in ("spatial", "temporal", "encoder") for s in capture.steps().get(name, [])]
     assert len(steps) == len(calls) == len(hooks)  # every attention module, once
     for step, (module, x, grid) in zip(steps, calls):
         expected = manual_attention(module, x, grid)

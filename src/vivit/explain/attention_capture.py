@@ -28,9 +28,11 @@ class Record:
 
     role: str
     grid: tuple[int, int] | None
+    heads: int
     temporal_heads: int  # "fdp": heads [0, temporal_heads) attend over time
-    tensors: tuple[torch.Tensor, ...] = ()  # (q, k) for rollout; (q, k, v) for relevance
-    output: torch.Tensor | None = None  # the attend output in the graph (relevance only)
+    maps: dict[str, torch.Tensor] | None = None  # rollout: the head-mean attention per group, made in the forward
+    tensors: tuple[torch.Tensor, ...] = ()  # relevance: (q, k, v)
+    output: torch.Tensor | None = None  # relevance: the attend output in the graph
 
 
 @dataclass
@@ -41,20 +43,17 @@ class Capture:
     records: dict[str, list[Record]] = field(default_factory=dict)
     outputs: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def steps(self, fn: Callable[..., torch.Tensor],
+    def steps(self, fn: Callable[..., torch.Tensor] | None = None,
               grads: dict[int, torch.Tensor] | None = None) -> dict[str, list[Step]]:
-        """Each call's head-mean of `fn(q, k[, v, grad of output])` per head, as rollout steps."""
+        """Each call as a rollout step: its head-mean attention, or (relevance) the head mean of
+        `fn(q, k, v, grad of the output)` with `grads` by id of the record."""
         result = {}
         for name, records in self.records.items():
             result[name] = []
             for record in records:
-                tensors = record.tensors if grads is None else (*record.tensors, grads[id(record)])
-                maps = head_mean(fn, record, tensors)
-                weights = (1.0, 0.0)
-                if record.role == "fdp":
-                    heads = record.tensors[0].shape[1]
-                    weights = (record.temporal_heads / heads, 1 - record.temporal_heads / heads)
-                result[name].append(Step(record.role, maps, weights))
+                maps = record.maps if fn is None else head_mean(fn, record, (*record.tensors, grads[id(record)]))
+                share = record.temporal_heads / record.heads
+                result[name].append(Step(record.role, maps, (share, 1 - share) if record.role == "fdp" else (1.0, 0.0)))
         return result
 
 
@@ -109,8 +108,8 @@ def attention_roles(model: nn.Module) -> dict[Attention, tuple[str, str]]:
 
 @contextmanager
 def capture_attention(model: nn.Module, keep_values: bool = False) -> Iterator[Capture]:
-    """Within the block, each forward of `model` (batch 1) fills the returned Capture. `keep_values`: keep v and
-    the outputs for gradients (relevance); otherwise only q and k."""
+    """Within the block, each forward of `model` (batch 1) fills the returned Capture. `keep_values`: keep q, k, v
+    and the outputs for gradients (relevance); otherwise only each call's head-mean attention (rollout)."""
     capture = Capture()
     roles = attention_roles(model)
     for module, (name, role) in roles.items():
@@ -131,9 +130,13 @@ def _recording(module: Attention, attend: Callable[..., torch.Tensor], records: 
                keep_values: bool) -> Callable[..., torch.Tensor]:
     def recording_attend(q, k, v, grid):
         y = attend(q, k, v, grid)
-        kept = (q, k, v) if keep_values else (q, k)
-        records.append(Record(role, grid, module.num_heads // 2, tuple(z.detach() for z in kept),
-                              y if keep_values else None))
+        record = Record(role, grid, module.num_heads, module.num_heads // 2)
+        if keep_values:
+            record.tensors, record.output = (q.detach(), k.detach(), v.detach()), y
+        else:
+            with torch.no_grad():
+                record.maps = head_mean(attention_probs, record, (q, k))
+        records.append(record)
         return y
 
     return recording_attend

@@ -9,7 +9,7 @@ from typing import Iterator, NamedTuple
 import torch
 
 from vivit.errors import ConfigError, InputShapeError
-from vivit.explain.attention_capture import Capture, attention_probs, capture_attention
+from vivit.explain.attention_capture import Capture, capture_attention
 from vivit.explain.relevance import relevance_steps
 from vivit.explain.rollout import RELEVANCE, ROLLOUT, pool_weights, token_map
 from vivit.model import ViViT
@@ -54,7 +54,7 @@ def _without_parameter_grads(model: ViViT) -> Iterator[None]:
 def explain_clip(model: ViViT, clip: torch.Tensor, method: str = "rollout",
                  targets: list[int] | None = None) -> ClipExplanation:
     """Maps over the (n_t, n_h, n_w) token grid for a (1, C, T, H, W) clip. "relevance" explains `targets`
-    (default: the top class of each split); "rollout" does not depend on a class."""
+    (default: the top class of each split); "rollout" does not depend on a class. The model is put in eval mode."""
     if method not in METHODS:
         raise ConfigError(f"method {method!r} is not allowed; choose one of {list(METHODS)}")
     if clip.ndim != 5 or clip.shape[0] != 1:
@@ -67,7 +67,7 @@ def explain_clip(model: ViViT, clip: torch.Tensor, method: str = "rollout",
     capture, logits = _forward(model, clip, method == "relevance")
     starts = {name: pool_weights(cfg.classifier, out) for name, out in capture.outputs.items()}
     if method == "rollout":
-        steps = capture.steps(attention_probs)
+        steps = capture.steps()
         return ClipExplanation(logits.detach(), [token_map(cfg.variant, steps, starts, grid, num_prefix, ROLLOUT)], [])
     targets = predicted_classes(model, logits) if targets is None else list(targets)
     for c in targets:
