@@ -18,6 +18,8 @@ from vivit.data.sources import parse_split
 from vivit.engine import distributed as dist
 from vivit.engine.atomic import atomic_write
 from vivit.engine.build import AUTOCAST_DTYPES, autocast, resolve_device, resolve_precision
+from vivit.engine.inference import add_options as add_prepare_options
+from vivit.engine.inference import options as inference_options
 from vivit.engine.logging import progress
 from vivit.engine.metrics import (AGGREGATIONS, TOP5_MIN_CLASSES, ClassificationReport, MultiHeadReport,
                                   aggregate_views)
@@ -133,15 +135,17 @@ def add_inference_options(parser: argparse.ArgumentParser) -> None:
                         help="decoding processes (default 2; 0: decode in this process)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default=None, choices=("fp32", *AUTOCAST_DTYPES),
-                        help="autocast precision (default: the training run's on CUDA, fp32 on CPU)")
+                        help="bf16: weights cast once; fp16: autocast (default: the training run's on CUDA, "
+                             "fp32 on CPU)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_prepare_options(parser)
 
 
 def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str | None = None,
                 frame_stride: int | None = None, aggregation: str = "logits", batch_size: int = 8,
                 num_workers: int = 0, device: str = "auto", precision: str | None = None, quiet: bool = False,
-                desc: str = "eval") -> tuple[Any, ...]:
+                desc: str = "eval", compile: bool = False, quantize: str | None = None) -> tuple[Any, ...]:
     """`collect_scores` of a loaded model (`load_model`) over `source` with clips x crops views, videos
     preprocessed as in the model's training run (frame stride unless given, resize, normalisation) and run
     at its precision (`inference_precision`) unless `precision` is given."""
@@ -157,14 +161,18 @@ def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str 
     dev = resolve_device(device)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     precision = precision or inference_precision(train_config, dev)
-    return collect_scores(model.to(dev), loader, device=dev, precision=precision, aggregation=aggregation,
+    from vivit.engine.inference import prepare_for_inference  # weights cast once, int8 linears, compiled
+
+    model = prepare_for_inference(model.to(dev), precision, compile=compile, quantize=quantize)
+    return collect_scores(model, loader, device=dev, precision=precision, aggregation=aggregation,
                           quiet=quiet, desc=desc)
 
 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str | None = None,
                         aggregation: str = "logits", frame_stride: int | None = None, batch_size: int = 8,
                         num_workers: int = 2, device: str = "auto", precision: str | None = None,
-                        out: str | Path | None = None, quiet: bool = False) -> dict[str, Any]:
+                        out: str | Path | None = None, quiet: bool = False,
+                        compile: bool = False, quantize: str | None = None) -> dict[str, Any]:
     """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`.
     `views` None: the model's (`model_views`). `precision` None: the training run's on CUDA
     (`inference_precision`), fp32 on the CPU."""
@@ -180,7 +188,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     scores, labels, _, skipped = score_views(
         loaded, data, views=(clips, crops), split=split, frame_stride=frame_stride, aggregation=aggregation,
         batch_size=batch_size, num_workers=num_workers, device=device, precision=precision, quiet=quiet,
-        desc=f"eval {views}")
+        desc=f"eval {views}", compile=compile, quantize=quantize)
     if len(labels) == 0:
         raise DataError(f"no video of {data} could be decoded")
     report = classification_report(scores, labels, len(classes), loaded.model.config, aggregation)
@@ -257,7 +265,8 @@ def run(args: argparse.Namespace) -> int:
                                     usage="`vivit eval MODEL DATA` or `vivit eval DATA --model MODEL`")
     result = evaluate_checkpoint(model, data, split=args.split, views=args.views, aggregation=args.aggregate,
                                  frame_stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
-                                 device=args.device, precision=args.precision, out=args.out, quiet=args.quiet)
+                                 device=args.device, precision=args.precision, out=args.out, quiet=args.quiet,
+                                 **inference_options(args))
     if args.json:
         print_json(result)
     else:

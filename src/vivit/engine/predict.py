@@ -11,6 +11,7 @@ import torch
 from vivit.cli import add_model_option, display_width, ljust, model_and_rest, positive_int, print_json
 from vivit.data.sources import VIDEO_EXTENSIONS, video_files
 from vivit.engine.evaluate import add_inference_options, model_views, parse_views, score_views
+from vivit.engine.inference import options as inference_options
 from vivit.engine.metrics import top_actions
 from vivit.errors import DataError
 
@@ -42,7 +43,8 @@ def decode_failure(path: Path) -> str:
 
 def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5, views: str | None = None,
             frame_stride: int | None = None, batch_size: int = 8, num_workers: int = 2, device: str = "auto",
-            precision: str | None = None, quiet: bool = False) -> dict[str, Any]:
+            precision: str | None = None, quiet: bool = False, compile: bool = False,
+            quantize: str | None = None) -> dict[str, Any]:
     """Softmax probabilities of the top-k classes per video (views' logits averaged); missing and unreadable
     files are listed as failed `{file, reason}`. `views` None: the model's (`model_views`); `frame_stride`
     None: its training stride; `precision` None: the training run's on CUDA, fp32 on CPU."""
@@ -57,7 +59,8 @@ def predict(checkpoint: str | Path, inputs: list[str | Path], *, top_k: int = 5,
         try:
             scores, _, found, _ = score_views(
                 loaded, [str(v) for v in videos], views=clips_by_crops, frame_stride=frame_stride, batch_size=batch_size,
-                num_workers=num_workers, device=device, precision=precision, quiet=quiet, desc="predict")
+                num_workers=num_workers, device=device, precision=precision, quiet=quiet, desc="predict",
+                compile=compile, quantize=quantize)
             indices = found.tolist()
         except DataError:  # every video failed to decode (each was named in a warning)
             pass
@@ -137,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                                         usage="`vivit predict MODEL VIDEO...` or `vivit predict VIDEO... --model MODEL`")
     result = predict(checkpoint, videos, top_k=args.top_k, views=args.views, frame_stride=args.stride,
                      batch_size=args.batch_size, num_workers=args.workers, device=args.device,
-                     precision=args.precision, quiet=args.quiet)
+                     precision=args.precision, quiet=args.quiet, **inference_options(args))
     if args.json:
         print_json(result)
     else:
