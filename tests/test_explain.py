@@ -355,7 +355,7 @@ def test_cli_explains_each_split_of_a_multi_head_model(tmp_path):
     torch.nn.init.normal_(model.head.weight)
     ckpt = tmp_path / "multi.pt"
     save_checkpoint(ckpt, {"model": model.state_dict(), "model_config": model.config.to_dict(),
-                           "classes": ["cup", "open", "open", "pour"]})
+                           "classes": ["open", "cup/mug", "open", "pour it"]})
     video = write_video(tmp_path / "clip.mp4", np.random.default_rng(0).integers(0, 255, (20, 16, 16, 3), np.uint8))
     assert main(["explain", str(video), "--model", str(ckpt), "--out", str(tmp_path / "all"), "--method", "relevance"]) == 0
     result = json.loads((tmp_path / "all" / "explain.json").read_text())
@@ -363,8 +363,9 @@ def test_cli_explains_each_split_of_a_multi_head_model(tmp_path):
     assert [e["split"] for e in result["explanations"]] == ["noun", "verb"]
     for e in result["explanations"]:
         assert e["class"] == result["predictions"][e["split"]]["label"]
-        assert all(Path(f).name.startswith(f"{e['split']}-{e['class']}-") for f in e["files"].values())
+        name = f"{e['split']}-{e['class'].replace('/', '_').replace(' ', '_')}-"
+        assert all(Path(f).name.startswith(name) and Path(f).parent == tmp_path / "all" for f in e["files"].values())
     assert main(["explain", str(video), "--model", str(ckpt), "--out", str(tmp_path / "one"), "--method", "relevance",
-                 "--class", "verb:open"]) == 0
+                 "--class", "verb:open"]) == 0  # "open" is a noun too
     (entry,) = json.loads((tmp_path / "one" / "explain.json").read_text())["explanations"]
     assert (entry["split"], entry["class"]) == ("verb", "open")

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -75,7 +77,7 @@ def write_outputs(out: Path, explained: ClipExplanation, frames: np.ndarray, mod
         target = explained.targets[i] if explained.targets else None
         split = next((n for n, r in split_ranges(model).items() if target in r), None)
         label = classes[target] if target is not None else None
-        prefix = f"{split}-{label}-" if len(explained.maps) > 1 else ""
+        prefix = re.sub(r"[^\w.+-]+", "_", f"{split}-{label}-") if len(explained.maps) > 1 else ""
         heat = upsample(token_map, cfg.tubelet, frames.shape[1:3])
         importance = token_map.sum(dim=(1, 2)).numpy()
         what = f"relevance for {label!r}" if label is not None else "attention rollout"
@@ -91,6 +93,12 @@ def write_outputs(out: Path, explained: ClipExplanation, frames: np.ndarray, mod
                         "frame_importance": [round(float(x), 6) for x in importance],
                         "map": np.round(token_map.numpy(), 7).tolist()})
     return entries
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (getrusage: KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
 
 def explain_video(model_path: str, video: str | Path, *, method: str = "rollout", label: str | None = None,
@@ -120,12 +128,12 @@ def explain_video(model_path: str, video: str | Path, *, method: str = "rollout"
     cfg = loaded.model.config
     frames = clip_pixels(clip[0], eval_preprocessing(loaded.train_config)[1].normalization)
     result = {"video": str(video), "model": str(model_path), "method": method, "variant": cfg.variant,
-              "classifier": cfg.classifier, "grid": list(cfg.grid), "tubelet": list(cfg.tubelet),
+              "classifier": cfg.classifier, "grid": list(explained.maps[0].shape), "tubelet": list(cfg.tubelet),
               "frame_indices": indices, "predictions": predictions(loaded.model, explained.logits, loaded.classes),
               "explanations": write_outputs(out, explained, frames, loaded.model, loaded.classes, fps=fps,
                                             video_format=video_format, strip_frames=strip_frames),
               "seconds": round(time.perf_counter() - start, 2),
-              "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+              "peak_rss_mib": round(peak_rss_mib(), 1)}
     (out / "explain.json").write_text(json.dumps(result, indent=2))
     return result
 
