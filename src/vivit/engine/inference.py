@@ -18,10 +18,12 @@ import argparse
 import copy
 import warnings
 from typing import Any
+
 import torch
 from torch import nn
 
 from vivit import backends
+from vivit.config import ViViTConfig
 from vivit.errors import ConfigError
 from vivit.model.vivit import unwrap_model
 
@@ -36,7 +38,8 @@ class InferenceModel(nn.Module):
     with autocast off (a caller's autocast would re-cast every op), or under autocast for fp16; `config`
     is the underlying ViViT's."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, autocast_dtype: torch.dtype | None, config):
+    def __init__(self, model: nn.Module, dtype: torch.dtype, autocast_dtype: torch.dtype | None,
+                 config: ViViTConfig):
         super().__init__()
         self.model = model
         self.dtype = dtype
