@@ -2,8 +2,9 @@
 
 Both hold the same Model 1 weights (ours saved with `save_pretrained`, converted with `vivit convert --to hf`)
 and see the same frames and crop: every clip is exactly num_frames x frame_stride frames long, so our single
-centre clip and the pipeline's frames 0, stride, 2 stride, ... are the same ones, and the converted
-preprocessor config resizes the short side and centre-crops as our eval transform does. Each side runs as a
+centre clip (frames 0, 2, ..., 62 at 32 x 2) and the pipeline's (`np.linspace(0, 63, 32)`: the same but
+63 for the last) share all frames but the last, and the converted preprocessor config resizes the short
+side and centre-crops as our eval transform does. Each side runs as a
 command of its own (imports and model loading included), alternating over rounds; the share spent decoding
 vs in the model is measured apart (decode-only loader / pipeline.preprocess, and the model alone).
 
@@ -154,6 +155,9 @@ def report(result: dict) -> str:
         f"ours with --workers {result['workers']} --batch-size {result['batch_size']}"
         f"{' --precision ' + result['precision'] if result['precision'] else ''}; the pipeline one clip at a time. "
         f"Median of {result['rounds']} rounds, each command timed whole (start-up and model loading included).",
+        "",
+        f"Frames: ours 0, {result['frame_stride']}, ..., the pipeline the same but for its last, one later "
+        "(its `np.linspace` sampling); same short-side resize and centre crop.",
         "",
         "| | clips/s | wall s | decode + preprocess s | model s | decode share |",
         "|---|---:|---:|---:|---:|---:|",
