@@ -110,6 +110,16 @@ def test_check_data_flags_a_file_shorter_than_its_header():
     assert check_video(MEDIA / "edit_list.mp4") is None  # 52 samples, 39 shown: not truncated
 
 
+def test_an_empty_file_is_named_so_by_check_data_and_skipped_by_datasets(tmp_path, caplog):
+    empty = tmp_path / "interrupted.mp4"
+    empty.write_bytes(b"")
+    assert check_video(empty) == check_video(empty, full=False) == "empty file (0 bytes)"
+    dataset = build_dataset([empty], train=False, num_frames=2, frame_stride=1, image_size=16)
+    with caplog.at_level(logging.WARNING):
+        assert dataset[0] is None
+    assert "interrupted.mp4: empty file (0 bytes)" in caplog.text
+
+
 @pytest.mark.parametrize("name", VFR)
 def test_variable_frame_rate_index_is_the_frame_on_screen(name):
     """Index i shows the last frame whose ffprobe timestamp is at or before t0 + i / fps."""

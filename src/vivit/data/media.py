@@ -60,8 +60,12 @@ def frame_timestamp(frame: av.VideoFrame, use_dts: bool) -> int | None:
 
 
 def open_video(path: str | Path) -> av.container.InputContainer:
-    """Open for reading; tags that are not UTF-8 (Latin-1 titles in old AVIs) are not an error."""
-    return av.open(str(Path(path)), metadata_errors="replace")
+    """Open for reading; tags that are not UTF-8 (Latin-1 titles in old AVIs) are not an error, an empty file
+    (an interrupted download or copy) is said to be one rather than ffmpeg's 'invalid data'."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError("empty file (0 bytes)")
+    return av.open(str(path), metadata_errors="replace")
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
