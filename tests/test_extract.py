@@ -119,6 +119,8 @@ def test_features_equal_forward_features_and_a_rerun_writes_nothing(dataset, tmp
     (out / "a" / "1.mp4.safetensors").unlink()  # as if the run had stopped before this video
     assert extract(dataset, ckpt, out, what=Features(tokens=True, layers=(0,)), views="2x1", quiet=True)["written"] == 1
     assert [Path(p).name for p in writes] == ["1.mp4.safetensors.tmp"]
+    with pytest.raises(ConfigError, match=r"other settings \(pool: 'model' there, 'mean' now\)"):
+        extract(dataset, ckpt, out, what=Features(pool="mean", tokens=True, layers=(0,)), views="2x1", quiet=True)
 
 
 def test_a_failing_write_leaves_no_file(dataset, tmp_path, monkeypatch):
@@ -129,7 +131,7 @@ def test_a_failing_write_leaves_no_file(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(extract_module, "save_file", torn)
     with pytest.raises(OSError, match="disk full"):
         extract(dataset, untrained_checkpoint(tmp_path / "ckpt.pt"), tmp_path / "out", quiet=True)
-    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+    assert [p.name for p in (tmp_path / "out").rglob("*") if p.is_file()] == ["extract.json"]  # no torn file
 
 
 def test_shards_with_an_index_match_the_per_video_files(dataset, tmp_path, writes, capsys):
@@ -151,7 +153,7 @@ def test_shards_with_an_index_match_the_per_video_files(dataset, tmp_path, write
         torch.testing.assert_close(own["prefix"][:, 0], own["features"])  # the cls token is the pooled feature
     writes.clear()
     assert main(["extract", str(dataset), "--model", str(ckpt), "--out", str(tmp_path / "sharded"), "--quiet",
-                 "--workers", "0", "--shard-size", "3"]) == 1
+                 "--workers", "0", "--tokens", "--shard-size", "3"]) == 1
     assert writes == []
 
 

@@ -6,7 +6,8 @@ numbered as `ViViT.num_layers`; the mean of its patch tokens, or all of them wit
 per video (`DIR/<path relative to the data>.safetensors`) or shards of `--shard-size` videos with `index.csv`
 (`file, label, shard, offset`: the video's first row in the shard). Every file is written atomically; a rerun
 skips the videos already written, so an interrupted run resumes. Videos that cannot be decoded are skipped and
-listed as `{file, reason}` (as `check-data`) in `DIR/failed.json`.
+listed as `{file, reason}` (as `check-data`) in `DIR/failed.json`. `DIR/extract.json` records the settings;
+a rerun with others is refused.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from vivit.engine.logging import progress
 from vivit.errors import ConfigError, DataError
 
 POOLS = ("model", "cls", "mean")  # the model's own pooling (forward_features), its cls token, the token mean
-INDEX_FILE, FAILED_FILE = "index.csv", "failed.json"
+INDEX_FILE, FAILED_FILE, SETTINGS_FILE = "index.csv", "failed.json", "extract.json"
 INDEX_FIELDS = ("file", "label", "shard", "offset")
 
 
@@ -150,6 +151,22 @@ class _Shards:
         self.number, self.pending = self.number + 1, []
 
 
+def claim_folder(out: Path, settings: dict[str, Any]) -> None:
+    """Record what `out` holds (extract.json); a rerun that would store other features there is refused, since
+    skipping the videos already written would mix two kinds of features in one folder."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        diff = [f"{k}: {before.get(k)!r} there, {v!r} now" for k, v in settings.items() if before.get(k) != v]
+        if diff:
+            raise ConfigError(f"{out} holds features extracted with other settings ({'; '.join(diff)}): give another "
+                              "--out, or the same options to resume")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(settings, indent=2))
+
+
 def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str | Path, *, split: str | None = None,
             what: Features = Features(), views: str = "1x1", shard_size: int = 0, batch_size: int = 8,
             num_workers: int = 0, device: str = "auto", precision: str | None = None,
@@ -171,11 +188,12 @@ def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str
     if not samples:
         raise DataError(f"no videos found in {data}")
     names = output_names([p for p, _ in samples])
+    metadata = {"model": str(model), "views": views, "pool": what.pool, "grids": token_grids(net, what),
+                "layers": list(what.layers)}
+    claim_folder(out, {**metadata, "tokens": what.tokens, "shard_size": shard_size})
     done = {r["file"] for r in read_index(out)} if shard_size else {
         n for n in names if (out / f"{n}.safetensors").is_file()}
     todo = [i for i, n in enumerate(names) if n not in done]
-    metadata = {"model": str(model), "views": views, "pool": what.pool, "grids": token_grids(net, what),
-                "layers": list(what.layers)}
     failed: list[dict[str, str]] = []
     written = 0
     if todo:
@@ -212,7 +230,6 @@ def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str
             shards.flush()
         failed = [{"file": str(samples[i][0]), "reason": decode_failure(samples[i][0])}
                   for k, i in enumerate(todo) if k not in seen]
-    out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / FAILED_FILE) as tmp:
         tmp.write_text(json.dumps(failed, indent=2))
     return {"out": str(out), "videos": len(samples), "written": written, "already_written": len(done & set(names)),
