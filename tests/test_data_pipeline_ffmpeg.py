@@ -22,7 +22,7 @@ from data_videos import good_video
 from vivit.data import AugmentConfig, VideoDataset, read_clip_yuv
 from vivit.data import datasets
 from vivit.data.sampling import eval_clips
-from vivit.data.transforms import eval_transform, train_transform
+from vivit.data.transforms import _yuv_crop_to_rgb, eval_transform, train_transform
 
 MEDIA = Path(__file__).parent / "fixtures" / "media"
 COLOUR = ["mjpeg_yuvj420p.avi", "mjpeg_yuvj422p.avi", "mjpeg_yuvj444p.avi", "gray.mkv", "rgb.mkv"]
@@ -70,6 +70,20 @@ def test_eval_transform_of_yuv_equals_ffmpeg_frames_cropped_and_resized(name, sh
     ours = eval_transform(frames, size, 3, short_side=size)
     expected = reference(expected_frames, three_crops(height, width, short), short, size)
     assert_close(ours, expected, *TOLERANCE.get(name, (3, 1)))
+
+
+@pytest.mark.parametrize("name", ["rotate90.mp4", "h264_bframes.avi", "start_offset.webm", "mjpeg_yuvj420p.avi",
+                                  "mjpeg_yuvj422p.avi"])
+def test_yuv_crops_of_subsampled_chroma_are_ffmpegs_rgb_exactly(name):
+    """4:2:0 / 4:2:2 planes as decoded become ffmpeg's own RGB bit for bit (swscale's unscaled converter:
+    16-bit fixed point, each product floored), not an exactly rounded RGB that is up to 3 levels brighter."""
+    expected = ffmpeg_frames(name)
+    frames, _ = read_clip_yuv(MEDIA / name, lambda info: np.arange(len(expected)))
+    assert frames.chroma != (1, 1)
+    side = min(frames.height, frames.width)
+    for top, left in three_crops(frames.height, frames.width, side):
+        ours = _yuv_crop_to_rgb(frames, top, left, side).permute(0, 2, 3, 1).numpy()
+        assert np.array_equal(ours, expected[:, top:top + side, left:left + side])
 
 
 @pytest.mark.parametrize("name", [COLOUR[1], COLOUR[3], ODD])

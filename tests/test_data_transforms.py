@@ -118,17 +118,26 @@ def test_yuv_path_matches_the_rgb_path(tmp_path, codec, ext):
 @pytest.mark.parametrize("height, width", [(5, 7), (6, 7), (7, 6)])
 def test_yuv_crops_are_the_rgb_crops_of_odd_sized_planes(chroma, height, width):
     """Hand-made planar YUV of odd sizes: every crop equals the same crop of its RGB image, made as ffmpeg makes
-    it (each chroma sample repeated over its sy x sx pixels, BT.601 video range, rounded, clamped)."""
+    it (each chroma sample repeated over its sy x sx pixels, BT.601 video range, clamped): 4:4:4 rounded,
+    4:2:0 / 4:2:2 as swscale's unscaled converter computes them, in 16-bit fixed point on 8 x the values with
+    each product floored (coefficients of libswscale/yuv2rgb.c for BT.601 video range, spelled out here)."""
     sy, sx = chroma
     ch, cw = -(-height // sy), -(-width // sx)
     rng = np.random.default_rng(0)
     y = rng.integers(16, 236, (2, height, width), dtype=np.uint8)
     u, v = rng.integers(16, 241, (2, 2, ch, cw), dtype=np.uint8)
     frames = YuvFrames(np.concatenate([p.reshape(2, -1) for p in (y, u, v)], 1), height, width, False, False, chroma)
-    up = [p.repeat(sy, 1).repeat(sx, 2)[:, :height, :width].astype(float) - 128 for p in (u, v)]
-    luma = 1.164384 * (y.astype(float) - 16)
-    rgb = np.stack([luma + 1.596027 * up[1], luma - 0.391762 * up[0] - 0.812968 * up[1], luma + 2.017232 * up[0]], -1)
-    rgb = torch.from_numpy(np.clip(np.round(rgb), 0, 255).astype(np.uint8))
+    up = [p.repeat(sy, 1).repeat(sx, 2)[:, :height, :width].astype(np.int64) - 128 for p in (u, v)]
+    if chroma == (1, 1):
+        luma = 1.164384 * (y.astype(float) - 16)
+        rgb = np.round(np.stack([luma + 1.596027 * up[1], luma - 0.391762 * up[0] - 0.812968 * up[1],
+                                 luma + 2.017232 * up[0]], -1))
+    else:  # y: (8 Y - 128) * 9539 >> 16; chroma: 8 (C - 128) * (13075 vr, 16525 ub, -3209 ug, -6660 vg) >> 16
+        luma = ((8 * y.astype(np.int64) - 128) * 9539) >> 16
+        u8, v8 = 8 * up[0], 8 * up[1]
+        rgb = np.stack([luma + ((v8 * 13075) >> 16), luma + ((u8 * -3209) >> 16) + ((v8 * -6660) >> 16),
+                        luma + ((u8 * 16525) >> 16)], -1)
+    rgb = torch.from_numpy(np.clip(rgb, 0, 255).astype(np.uint8))
     side = min(height, width)
     ours, expected = eval_transform(frames, side, 3), eval_transform(rgb, side, 3)
     assert ours.shape == (3, 3, 2, side, side) and (ours - expected).abs().max() <= 1.01 * 2 / 255

@@ -2,8 +2,8 @@
 
 Work happens on the smallest tensor possible and in few passes: the crop is cut from the uint8 frames (RGB,
 or planar YUV straight from the decoder) at exactly the pixels an RGB frame would give; YUV crops become uint8
-RGB as ffmpeg's own conversion makes them (each chroma sample repeated over the pixels it covers, every pixel
-rounded and clamped), so only the crop is ever converted. The crop is resized by one uint8 `F.interpolate` call
+RGB as ffmpeg's own conversion makes them (each chroma sample repeated over the pixels it covers, in swscale's
+fixed point for 4:2:0/4:2:2, every pixel clamped), so only the crop is ever converted. The crop is resized by one uint8 `F.interpolate` call
 (antialiased when shrinking). Colour jitter, grayscale and normalisation are all affine colour maps, so they are
 composed into one 3x3 matrix and offset, applied once from uint8 to float and clamped once (torchvision clamps
 after each jitter step instead). The result is float (C, T, H, W).
@@ -145,6 +145,24 @@ def _yuv_to_rgb(full_range: bool, bt709: bool) -> tuple[torch.Tensor, torch.Tens
     return matrix, -matrix @ torch.tensor([black, 128.0, 128.0], dtype=torch.float64)
 
 
+# libswscale/yuv2rgb.c ff_yuv2rgb_coeffs: (crv, cbu, cgu, cgv) in 16.16 fixed point, BT.601 and BT.709
+_SWSCALE_TABLES = {False: (104597, 132201, 25675, 53279), True: (117489, 138438, 13975, 34925)}
+
+
+def _unscaled_coefficients(full_range: bool, bt709: bool) -> tuple[int, int, int, int, int, int]:
+    """(y, vr, ub, ug, vg, y offset) of swscale's unscaled YUV -> RGB converter, the one ffmpeg uses for 4:2:0
+    and 4:2:2 frames of even height, as `ff_yuv2rgb_c_init_tables` sets them (default contrast, saturation,
+    brightness): 16-bit fixed point applied to 8 x the 8-bit values, each product floored (x86/yuv_2_rgb.asm)."""
+    crv, cbu, cgu, cgv = _SWSCALE_TABLES[bt709]
+    cgu, cgv = -cgu, -cgv
+    cy, oy = 1 << 16, 0
+    if full_range:  # C division truncates toward zero
+        crv, cbu, cgu, cgv = (int(math.copysign(abs(c) * 224 // 255, c)) for c in (crv, cbu, cgu, cgv))
+    else:
+        cy, oy = cy * 255 // 219, 16 << 16
+    return tuple((c * (1 << 13) + (1 << 15)) >> 16 for c in (cy, crv, cbu, cgu, cgv)) + ((oy * 8 + (1 << 15)) >> 16,)
+
+
 Frames = torch.Tensor | YuvFrames  # uint8 RGB (T, H, W, C), or planar YUV from `read_clip_yuv`
 
 
@@ -154,22 +172,32 @@ def _frame_size(frames: Frames) -> tuple[int, int]:
 
 def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch.Tensor:
     """uint8 RGB (T, 3, side, side) of a YUV crop as ffmpeg converts it: each chroma sample applies to the
-    sy x sx pixels it covers, every pixel is rounded and clamped."""
+    sy x sx pixels it covers, every pixel clamped; 4:4:4 exactly rounded (swscale's scaled path), 4:2:0 and
+    4:2:2 in swscale's unscaled fixed point (`_unscaled_coefficients`), so both equal ffmpeg's own RGB."""
     luma, u, v = (torch.from_numpy(p) for p in frames.planes())
     (sy, sx), (ct, cl) = frames.chroma, (top // frames.chroma[0], left // frames.chroma[1])
     ch, cw = (top + side - 1) // sy - ct + 1, (left + side - 1) // sx - cl + 1  # chroma samples under the crop
-    y = luma[:, ct * sy:(ct + ch) * sy, cl * sx:(cl + cw) * sx].to(torch.float32)
+    unscaled = (sy, sx) != (1, 1)
+    kind = torch.int32 if unscaled else torch.float32
+    y = luma[:, ct * sy:(ct + ch) * sy, cl * sx:(cl + cw) * sx].to(kind)
     if y.shape[1:] != (ch * sy, cw * sx):  # an odd last row or column covers half a chroma sample
-        y = F.pad(y, (0, cw * sx - y.shape[2], 0, ch * sy - y.shape[1]), mode="replicate")
-    chroma = [p[:, ct:ct + ch, cl:cl + cw].to(torch.float32) for p in (u, v)]
-    matrix, offset = _yuv_to_rgb(frames.full_range, frames.bt709)
-    y.mul_(255 * float(matrix[0, 0]))  # every channel weighs luma the same
+        y = F.pad(y[:, None].float(), (0, cw * sx - y.shape[2], 0, ch * sy - y.shape[1]), mode="replicate")[:, 0].to(kind)
+    chroma = [p[:, ct:ct + ch, cl:cl + cw].to(kind) for p in (u, v)]
+    if unscaled:  # terms of 8 x (value - offset), each (term * coefficient) >> 16
+        cy, vr, ub, ug, vg, y_offset = _unscaled_coefficients(frames.full_range, frames.bt709)
+        y = y.mul_(8).sub_(y_offset).mul_(cy).bitwise_right_shift_(16)
+        u8, v8 = (p.mul_(8).sub_(1024) for p in chroma)
+        shifts = [(v8 * vr) >> 16, ((u8 * ug) >> 16).add_((v8 * vg) >> 16), (u8 * ub) >> 16]
+    else:
+        matrix, offset = _yuv_to_rgb(frames.full_range, frames.bt709)
+        y.mul_(255 * float(matrix[0, 0]))  # every channel weighs luma the same
+        shifts = [(chroma[0] * row[1]).add_(chroma[1], alpha=row[2]).add_(bias + 0.5)  # + 0.5, truncation: rounding
+                  for row, bias in zip((255 * matrix).tolist(), (255 * offset).tolist())]
     rgb, value = torch.empty(len(y), 3, side, side, dtype=torch.uint8), torch.empty_like(y)
     rows, cols = slice(top - ct * sy, top - ct * sy + side), slice(left - cl * sx, left - cl * sx + side)
-    for c, (row, bias) in enumerate(zip((255 * matrix).tolist(), (255 * offset).tolist())):
-        shift = (chroma[0] * row[1]).add_(chroma[1], alpha=row[2]).add_(bias + 0.5)  # + 0.5, truncation: rounding
-        if (sy, sx) != (1, 1):  # nearest upsampling by whole factors: each sample over its sy x sx pixels
-            shift = F.interpolate(shift[:, None], scale_factor=(sy, sx), mode="nearest")[:, 0]
+    for c, shift in enumerate(shifts):
+        if unscaled:  # nearest upsampling by whole factors: each sample over its sy x sx pixels
+            shift = shift.repeat_interleave(sy, 1).repeat_interleave(sx, 2)
         torch.add(y, shift, out=value)
         rgb[:, c] = value[:, rows, cols].clamp_(0, 255)
     return rgb
