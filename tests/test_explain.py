@@ -253,7 +253,7 @@ def test_cli_writes_the_overlay_strip_plot_and_raw_map(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["explain", str(video), "--model", str(ckpt), "--out", str(out), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
-    assert printed == json.loads((out / "explain.json").read_text())
+    assert printed == json.loads((out / "explain.json").read_text(encoding="utf-8"))
     assert printed["grid"] == [4, 2, 2] and printed["frame_indices"] == list(range(2, 17, 2))  # centre 8 of 20, stride 2
     assert set(printed["predictions"]["class"]) == {"label", "probability"}
     (entry,) = printed["explanations"]
@@ -271,6 +271,9 @@ def test_cli_writes_the_overlay_strip_plot_and_raw_map(tmp_path, capsys):
                  "--class", "dark", "--format", "gif"]) == 0
     result = json.loads((tmp_path / "rel" / "explain.json").read_text())
     assert result["explanations"][0]["class"] == "dark" and (tmp_path / "rel" / "overlay.gif").is_file()
+    capsys.readouterr()
+    assert main(["explain", str(ckpt), str(video), "--out", str(tmp_path / "alias")]) == 0  # MODEL VIDEO
+    assert (tmp_path / "alias" / "strip.png").is_file()
     capsys.readouterr()
     assert main(["explain", str(video), "--model", str(ckpt), "--class", "dark"]) == 2
     assert capsys.readouterr().err.startswith("error: --class needs --method relevance")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vivit.cli import positive_int
+from vivit.cli import add_model_option, model_and_rest, positive_int, print_json
 from vivit.errors import ConfigError, DataError
 from vivit.explain.explainer import METHODS, ClipExplanation, explain_clip, split_ranges
 from vivit.explain.render import VIDEO_FORMATS, clip_pixels, frame_strip, overlay, temporal_plot, upsample, write_overlay
@@ -134,13 +134,14 @@ def explain_video(model_path: str, video: str | Path, *, method: str = "rollout"
                                             video_format=video_format, strip_frames=strip_frames),
               "seconds": round(time.perf_counter() - start, 2),
               "peak_rss_mib": round(peak_rss_mib(), 1)}
-    (out / "explain.json").write_text(json.dumps(result, indent=2))
+    (out / "explain.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
     return result
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("video", help="a video file; its centre clip is explained")
-    parser.add_argument("--model", required=True, help="model NAME (`vivit models`), CHECKPOINT (.pt) or FOLDER")
+    parser.add_argument("paths", nargs="+", metavar="VIDEO", help="the video whose centre clip is explained "
+                                                                  "(MODEL VIDEO without --model)")
+    add_model_option(parser)
     parser.add_argument("--method", default="rollout", choices=METHODS,
                         help="rollout: attention rollout (any class); relevance: gradient-weighted attention for a class")
     parser.add_argument("--class", dest="label", help="label to explain with --method relevance, or SPLIT:LABEL "
@@ -154,10 +155,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = explain_video(args.model, args.video, method=args.method, label=args.label, out=args.out,
+    model, (video,) = model_and_rest(args.model, args.paths, "`vivit explain VIDEO --model MODEL`", rest=1)
+    result = explain_video(model, video, method=args.method, label=args.label, out=args.out,
                            video_format=args.video_format, strip_frames=args.frames, device=args.device)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return 0
     for split, p in result["predictions"].items():
         print(f"{split}: {p['label']} {100 * p['probability']:.1f}%")
