@@ -279,6 +279,10 @@ def test_cli_writes_the_overlay_strip_plot_and_raw_map(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: --class needs --method relevance")
     assert main(["explain", str(video), "--model", str(ckpt), "--method", "relevance", "--class", "grey"]) == 2
     assert "'grey' is not one of the model's 2 labels (bright, dark)" in capsys.readouterr().err
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    assert main(["explain", str(broken), "--model", str(ckpt)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot decode {broken}")
 
 
 # --- a trained factorised encoder on the synthetic moving square ----------------------------------
