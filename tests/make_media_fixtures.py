@@ -90,6 +90,8 @@ FIXTURES = [
             "FLV whose video starts at 25 ms, after the MP3 audio's delay: no index entry at time 0"),
     Fixture("h264_10bit.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p10le", "-threads", "1"],
             note="10-bit 4:2:0 H.264 (as HDR phone video): converted by ffmpeg's scaler, not used as decoded"),
+    Fixture("odd_height_422.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv422p", "-threads", "1"],
+            lavfi(f"{source(0.4, '32x25')}"), "4:2:2 of odd height (25 rows): converted by ffmpeg's scaler"),
 ]
 
 

@@ -28,6 +28,7 @@ MEDIA = Path(__file__).parent / "fixtures" / "media"
 COLOUR = ["mjpeg_yuvj420p.avi", "mjpeg_yuvj422p.avi", "mjpeg_yuvj444p.avi", "gray.mkv", "rgb.mkv"]
 ODD = "odd_321x241.mkv"  # lossless 4:2:0 of odd width and height
 TEN_BIT = "h264_10bit.mp4"  # 4:2:0 converted by ffmpeg's scaler: its chroma siting and horizontal chroma reuse
+ODD_HEIGHT = "odd_height_422.mp4"  # 4:2:2 of 25 rows: converted by ffmpeg's scaler too
 # (max, mean) levels: 8-bit planes of a 10-bit source are dithered to 8 bits before the RGB conversion (ffmpeg
 # converts at 15 bits): up to 6 levels at the moving square's edges; chroma half a pixel off costs 60-110
 TOLERANCE = {TEN_BIT: (6.5, 1.5)}
@@ -57,7 +58,7 @@ def assert_close(ours: torch.Tensor, expected: torch.Tensor, max_levels: float, 
     assert error.max() <= max_levels and error.mean() <= mean_levels, (float(error.max()), float(error.mean()))
 
 
-@pytest.mark.parametrize("name", [*COLOUR, ODD, TEN_BIT])
+@pytest.mark.parametrize("name", [*COLOUR, ODD, TEN_BIT, ODD_HEIGHT])
 @pytest.mark.parametrize("shrink", [False, True])
 def test_eval_transform_of_yuv_equals_ffmpeg_frames_cropped_and_resized(name, shrink):
     """Colour range (yuvj, gray, RGB: full range), exact crop geometry (odd sizes cropped, not rescaled) and
