@@ -3,8 +3,8 @@
 Work happens on the smallest tensor possible and in few passes: the crop is cut from the uint8 frames (RGB,
 or planar YUV straight from the decoder) at exactly the pixels an RGB frame would give; YUV crops become uint8
 RGB as ffmpeg's own conversion makes them (each chroma sample repeated over the pixels it covers, in swscale's
-fixed point for 4:2:0/4:2:2, every pixel clamped), so only the crop is ever converted. The crop is resized by one uint8 `F.interpolate` call
-(antialiased when shrinking). Colour jitter, grayscale and normalisation are all affine colour maps, so they are
+fixed point for 4:2:0/4:2:2, every pixel clamped), so only the crop is ever converted. The crop is resized by
+one uint8 `F.interpolate` call (antialiased when shrinking). Colour jitter, grayscale and normalisation are all affine colour maps, so they are
 composed into one 3x3 matrix and offset, applied once from uint8 to float and clamped once (torchvision clamps
 after each jitter step instead). The result is float (C, T, H, W).
 """
@@ -181,7 +181,8 @@ def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch
     kind = torch.int32 if unscaled else torch.float32
     y = luma[:, ct * sy:(ct + ch) * sy, cl * sx:(cl + cw) * sx].to(kind)
     if y.shape[1:] != (ch * sy, cw * sx):  # an odd last row or column covers half a chroma sample
-        y = F.pad(y[:, None].float(), (0, cw * sx - y.shape[2], 0, ch * sy - y.shape[1]), mode="replicate")[:, 0].to(kind)
+        pad = (0, cw * sx - y.shape[2], 0, ch * sy - y.shape[1])
+        y = F.pad(y[:, None].float(), pad, mode="replicate")[:, 0].to(kind)
     chroma = [p[:, ct:ct + ch, cl:cl + cw].to(kind) for p in (u, v)]
     if unscaled:  # terms of 8 x (value - offset), each (term * coefficient) >> 16
         cy, vr, ub, ug, vg, y_offset = _unscaled_coefficients(frames.full_range, frames.bt709)
