@@ -40,6 +40,7 @@ class Fixture:
     inputs: list[str] = field(default_factory=lambda: lavfi(source(0.4)))
     note: str = ""
     remux: tuple[list[str], list[str]] | None = None  # a second pass, stream copy: (input, output) options
+    cut: float | None = None  # keep only this fraction of the file's bytes (a download or copy cut short)
 
 
 def lavfi(graph: str) -> list[str]:
@@ -90,6 +91,8 @@ FIXTURES = [
             "FLV whose video starts at 25 ms, after the MP3 audio's delay: no index entry at time 0"),
     Fixture("h264_10bit.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p10le", "-threads", "1"],
             note="10-bit 4:2:0 H.264 (as HDR phone video): converted by ffmpeg's scaler, not used as decoded"),
+    Fixture("cut_faststart.mp4", [*X264, "-g", "10", "-movflags", "+faststart"], lavfi(source(1.6)),
+            "mp4 with its index first, cut at 60 % of its bytes: the index lists 40 frames, 12 decode", cut=0.6),
     Fixture("odd_height_422.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv422p", "-threads", "1"],
             lavfi(f"{source(0.4, '32x25')}"), "4:2:2 of odd height (25 rows): converted by ffmpeg's scaler"),
 ]
@@ -121,6 +124,9 @@ def make(fixture: Fixture) -> Path:
         path.write_bytes(path.read_bytes()[:int(packets[32]["pos"]) - 8])  # before the 33rd chunk's header
     else:
         ffmpeg(*fixture.inputs, *fixture.args, str(path))
+        if fixture.cut:
+            data = path.read_bytes()
+            path.write_bytes(data[:int(len(data) * fixture.cut)])
     return path
 
 

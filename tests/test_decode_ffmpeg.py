@@ -94,6 +94,14 @@ def test_probe_counts_the_video_streams_own_frames(name):
     assert info.fps == float(Fraction(FACTS[name]["avg_frame_rate"]))
 
 
+def test_a_file_cut_short_gives_the_frames_ffmpeg_decodes_then_repeats_the_last():
+    """An mp4 whose index (first in the file) lists 40 frames, cut after 12: the packets past the cut are
+    skipped as ffmpeg skips them, the frames still in the decoder come out, and later indices repeat frame 11."""
+    expected = ffmpeg_frames("cut_faststart.mp4")
+    assert probe(MEDIA / "cut_faststart.mp4").frames == 40
+    assert_as_ffmpeg(read_frames(MEDIA / "cut_faststart.mp4", [10, 11, 30]), expected[[10, 11, 11]])
+
+
 def test_indices_past_the_end_repeat_the_last_frame_with_one_warning(caplog):
     name = "truncated_mjpeg.avi"
     expected = ffmpeg_frames(name)
@@ -106,6 +114,7 @@ def test_indices_past_the_end_repeat_the_last_frame_with_one_warning(caplog):
 
 def test_check_data_flags_a_file_shorter_than_its_header():
     assert check_video(MEDIA / "truncated_mjpeg.avi") == "only 32 of 250 frames decode (truncated or corrupt file)"
+    assert check_video(MEDIA / "cut_faststart.mp4") == "only 12 of 40 frames decode (truncated or corrupt file)"
     assert check_video(MEDIA / "h264_bframes.avi") is None
     assert check_video(MEDIA / "edit_list.mp4") is None  # 52 samples, 39 shown: not truncated
 

@@ -30,7 +30,7 @@ import av.filter
 import numpy as np
 
 from vivit.data.media import VideoInfo, probe  # noqa: F401 (re-exported: the decoding API)
-from vivit.data.media import Timeline, open_video, rewind, stream_info, video_stream
+from vivit.data.media import Timeline, decoded_frames, open_video, rewind, stream_info, video_stream
 from vivit.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
             container.seek(seek, stream=stream, backward=True, any_frame=False)
         found.clear()
         pending, previous, shown = deque(int(i) for i in wanted), None, -1
-        for frame in container.decode(stream):
+        for frame in decoded_frames(container, stream):
             timestamp = timeline.timestamp(frame)
             if timestamp is not None:
                 shown = timeline.first_index(timestamp)  # the first index at which the frame is on screen

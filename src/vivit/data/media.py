@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import av.error
@@ -86,6 +87,17 @@ def rewind(container: av.container.InputContainer, stream: av.video.stream.Video
         container.seek(first, stream=stream)
 
 
+def decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream
+                   ) -> Iterator[av.VideoFrame]:
+    """The stream's frames as ffmpeg decodes them: a packet the decoder rejects (a file cut short, a corrupt
+    packet) is skipped as ffmpeg skips it, and the frames still in the decoder come out at the end."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError:
+            continue
+
+
 def indexed_frames(stream: av.video.stream.VideoStream) -> int:
     """The header's frame count where its index lists every packet (mp4/mov, a complete AVI), less the packets
     an edit list hides at the start or end (a cut made with stream copy); 0 where the index is incomplete."""
@@ -134,7 +146,7 @@ def stream_info(container: av.container.InputContainer, stream: av.video.stream.
     rate = rate or stream.guessed_rate or stream.base_rate
     if not rate or rate <= 0 or stream.time_base is None:
         raise DataError("unknown frame rate")
-    first = next(iter(container.decode(stream)), None)
+    first = next(decoded_frames(container, stream), None)
     if first is None:
         raise DataError("no frame could be decoded")
     rewind(container, stream)
@@ -159,4 +171,4 @@ def count_frames(path: str | Path) -> tuple[int, int]:
         stream = video_stream(container)
         info, _ = stream_info(container, stream)
         promised = info.frames if indexed_frames(stream) else max(info.frames, stream.frames)
-        return sum(1 for _ in container.decode(stream)), promised
+        return sum(1 for _ in decoded_frames(container, stream)), promised
