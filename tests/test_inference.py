@@ -102,3 +102,23 @@ def test_bf16_without_bf16_units_is_flagged(model_and_video, monkeypatch):
     monkeypatch.undo()
     if inference.backends.platform.machine() == "x86_64":
         assert inference.backends.has_bf16_units() == bool({"avx512_bf16", "amx_bf16"} & inference.backends.cpu_flags())
+
+
+def test_eager_inference_keeps_pytorch_gelu_kernel(model_and_video, monkeypatch):
+    """A few predicted clips cannot repay the compiled GELU's first call; training still takes it."""
+    from vivit import backends
+    from vivit.model import activations
+
+    monkeypatch.setenv(backends.GELU_ENV, "compiled")
+    monkeypatch.setattr(activations, "MIN_NUMEL", 0)
+    backends.reset()
+    calls = []
+    kernel = activations.compiled_gelu_tanh()
+    monkeypatch.setattr(activations, "compiled_gelu_tanh", lambda: (lambda x: calls.append(1) or kernel(x)))
+    model, video = model_and_video
+    prepare_for_inference(model)(video)
+    assert calls == []
+    model.train()
+    model(video)
+    assert len(calls) == model.config.depth
+    backends.reset()

@@ -9,7 +9,8 @@ linears quantised to int8, or the whole forward compiled and frozen (what `predi
   fp32 elsewhere) with PyTorch's own x86/fbgemm kernels (`torch.ao.quantization`: VNNI on AVX-512 CPUs),
   CPU only; the top-1 agreement and logit drift against fp32 are measured by benchmarks/inference.py.
 - `compile=True`: `torch.compile` (inductor) with `freezing` (weights folded as constants, prepacked for
-  oneDNN), paid once per input shape on the first batch.
+  oneDNN), paid once per input shape on the first batch. Without it the model runs eagerly on PyTorch's own
+  GELU kernel (`vivit.model.activations.aten_gelu`): a few clips cannot repay the compiled kernel's first call.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import warnings
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -25,6 +27,7 @@ from torch import nn
 from vivit import backends
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError
+from vivit.model.activations import aten_gelu
 from vivit.model.vivit import unwrap_model
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -39,17 +42,20 @@ class InferenceModel(nn.Module):
     is the underlying ViViT's."""
 
     def __init__(self, model: nn.Module, dtype: torch.dtype, autocast_dtype: torch.dtype | None,
-                 config: ViViTConfig):
+                 config: ViViTConfig, compiled: bool = False):
         super().__init__()
         self.model = model
         self.dtype = dtype
         self.autocast_dtype = autocast_dtype
         self.config = config
+        self.compiled = compiled
 
     @torch.no_grad()
     def forward(self, video: torch.Tensor) -> torch.Tensor:
         enabled = self.autocast_dtype is not None
-        with torch.autocast(video.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=enabled):
+        # eager: PyTorch's GELU kernel, whose first call costs no compile (see `aten_gelu`)
+        with (torch.autocast(video.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=enabled),
+              nullcontext() if self.compiled else aten_gelu()):
             return self.model(video.to(self.dtype)).float()
 
 
@@ -95,7 +101,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", *, compile:
     model = model.to(dtype)
     if compile:
         model = torch.compile(model, dynamic=False, options={"freezing": True})
-    return InferenceModel(model, dtype, AUTOCAST_ONLY.get(precision), config).eval()
+    return InferenceModel(model, dtype, AUTOCAST_ONLY.get(precision), config, compiled=compile).eval()
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

@@ -7,12 +7,15 @@ GELU(x) ~ 0.5 x (1 + tanh(z)), z = sqrt(2/pi) (x + 0.044715 x^3) (Hendrycks & Gi
 about 3x faster, forward and backward (an autograd Function over two compiled kernels, forward and
 derivative, so graphs can be retained and differentiated twice as with `F.gelu`). `vivit.backends.gelu_route` measures which is faster on the running
 machine; fp32/bf16 CPU activations of at least `MIN_NUMEL` elements take that route (the first one compiles
-once per process), everything else (CUDA, float64, small tensors, tracing/export, `torch.func`) `F.gelu`.
+once per process: 2-4 s, importing inductor included), everything else (CUDA, float64, small tensors,
+tracing/export, `torch.func`, blocks under `aten_gelu()` such as the eager inference of `vivit predict`) `F.gelu`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import torch
@@ -22,6 +25,7 @@ from torch import nn
 from vivit import backends
 
 MIN_NUMEL = 1 << 20  # below about a million elements the kernels' difference is under the call overhead
+_aten_only = False  # set by `aten_gelu()`
 _TWO_SQRT_2_OVER_PI = 2.0 * math.sqrt(2.0 / math.pi)
 _CUBIC = 0.044715
 
@@ -80,6 +84,7 @@ def _use_compiled(x: torch.Tensor) -> bool:
         and not torch.compiler.is_exporting()
         and not torch.jit.is_tracing()
         and not torch._C._are_functorch_transforms_active()
+        and not _aten_only
         and _measured_route() == "compiled"
     )
 
@@ -90,6 +95,18 @@ def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
         # inside a compiled model the formula fuses with its neighbours; eagerly, the compiled kernel runs
         return gelu_tanh_formula(x) if torch.compiler.is_compiling() else compiled_gelu_tanh()(x)
     return _aten_gelu_tanh(x)
+
+
+@contextmanager
+def aten_gelu() -> Iterator[None]:
+    """Inside the block, PyTorch's kernel whatever the route: where a few forwards cannot repay the first
+    compiled call's seconds (importing inductor, loading the kernel), as `vivit predict` on a handful of clips."""
+    global _aten_only
+    previous, _aten_only = _aten_only, True
+    try:
+        yield
+    finally:
+        _aten_only = previous
 
 
 class GELU(nn.Module):
