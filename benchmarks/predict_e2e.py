@@ -9,7 +9,10 @@ command of its own (imports and model loading included), alternating over rounds
 vs in the model is measured apart (decode-only loader / pipeline.preprocess, and the model alone).
 
     .venv/bin/python benchmarks/predict_e2e.py            # 30 clips, 720p and 1080p H.264, ViViT-B Model 1
-    .venv/bin/python benchmarks/predict_e2e.py --clips 4 --model vivit-s-16x2-st   # a quick look
+    .venv/bin/python benchmarks/predict_e2e.py --clips 6 --rounds 1   # a quick look (~6 min on 2 cores)
+
+The full run takes about 25 minutes on 2 cores (ViViT-B at 32 frames is ~2.5 s a clip there, and each of
+the 3 rows and the pipeline runs 3 times, then once more apart), so `make bench` does not include it.
 
 Results: benchmarks/results/predict_e2e.md (and .json), naming the CPU and its AVX-512 / AVX512-BF16 / AMX flags.
 """
@@ -189,7 +192,7 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=400)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=3, help="end-to-end runs of each command (median)")
     p.add_argument("--out", type=Path, default=HERE / "results" / "predict_e2e.md")
     args = p.parse_args()
     import torch
