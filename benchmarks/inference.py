@@ -2,14 +2,17 @@
 autocast, on one process, interleaved: ms per batch, speed-up, and next to it the accuracy drift against
 fp32 (top-1 agreement and max |logit difference| over a set of clips).
 
-    .venv/bin/python benchmarks/inference.py --model vivit-b-16x2-st --frames 16 --clips 32 --rounds 5
+    .venv/bin/python benchmarks/inference.py --model vivit-b-16x2-st --frames 16 --clips 32 --rounds 5 \
+        --out benchmarks/results/inference.md
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -55,6 +58,23 @@ def contenders(args: argparse.Namespace) -> dict[str, tuple[torch.nn.Module, flo
     return out
 
 
+def report(result: dict) -> str:
+    """Markdown: the CPU (and its bf16 / int8 extensions), then one row per contender."""
+    from predict_e2e import cpu_info
+
+    cpu = result.get("cpu") or cpu_info()
+    lines = [f"# Inference paths: {result['model']}, {result['frames']} frames, batch {result['batch']}", "",
+             f"CPU: {cpu['model name']} (model {cpu['model']}), {result['threads']} threads; AVX-512 {cpu['avx512f']}, "
+             f"AVX512-BF16 {cpu['avx512_bf16']}, AMX {cpu['amx_bf16']}. Load average {result.get('load', '?')}. "
+             f"Random weights (head N(0, 0.05)), {result['clips']} random clips for the agreement with fp32.", "",
+             "| | ms / batch | speed-up vs fp32 | prepare s | top-1 = fp32 | max abs logit diff (max abs logit) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name, r in result["rows"].items():
+        lines.append(f"| {name} | {r['ms_per_batch']:.0f} | {r['speedup_vs_fp32']:.2f}x | {r['prepare_s']:.1f} "
+                     f"| {r['top1_agreement']:.0%} | {r['max_abs_logit_diff']:.3g} ({r['logit_scale']:.3g}) |")
+    return "\n".join(lines + [""])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="vivit-b-16x2-st")
@@ -65,6 +85,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--compile", action="store_true", help="also time the compiled, frozen fp32 model")
+    p.add_argument("--out", type=Path, default=None, help="also write this markdown file")
     args = p.parse_args()
     setup(args.threads)
     models = contenders(args)
@@ -82,8 +103,11 @@ def main() -> None:
                       "top1_agreement": float((logits[name].argmax(1) == reference.argmax(1)).float().mean()),
                       "max_abs_logit_diff": float((logits[name] - reference).abs().max()),
                       "logit_scale": float(reference.abs().max())}
-    print(json.dumps({"model": args.model, "frames": args.frames, "batch": args.batch, "clips": args.clips,
-                      "threads": args.threads, "rows": rows}, indent=1))
+    result = {"model": args.model, "frames": args.frames, "batch": args.batch, "clips": args.clips,
+              "threads": args.threads, "load": round(os.getloadavg()[0], 2), "rows": rows}
+    print(json.dumps(result, indent=1))
+    if args.out is not None:
+        args.out.write_text(report(result))
 
 
 if __name__ == "__main__":
