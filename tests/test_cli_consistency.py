@@ -5,6 +5,7 @@ import logging
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,12 @@ def test_train_fine_tunes_a_registered_model_by_name_with_a_fresh_head(tmp_path,
                         'variant = "st"\nframes = 8\nlabels = ["a", "b", "c"]\ncrop = 16\n')
     monkeypatch.setenv("VIVIT_ZOO", str(registry))
     section = ModelSection(name="vivit-ti-16x2-st", overrides={**arch, "tubelet": [2, 8, 8]}, init="tiny-k3")
-    model = build_model(section, DataSection(num_frames=8, image_size=16), num_classes=len(CLASSES))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # preprocessing as the model's own (stride 2, short side 16 * 256 / 224)
+        model = build_model(section, DataSection(num_frames=8, image_size=16), num_classes=len(CLASSES))
+    with pytest.warns(UserWarning, match=r"frame stride 2 -> 1; short side 18 -> 32"):
+        build_model(section, DataSection(num_frames=8, image_size=16, frame_stride=1, augment={"short_side": 32}),
+                    num_classes=len(CLASSES))
     expected = source.state_dict()
     for key, value in model.state_dict().items():
         if key.startswith("head."):

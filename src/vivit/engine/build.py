@@ -98,15 +98,16 @@ def build_model(model_cfg: ModelSection, data: DataSection, num_classes: int) ->
         drop_path=model_cfg.drop_path, **_listless(model_cfg.overrides),
     )
     if model_cfg.init:
-        initialise(model, model_cfg)
+        initialise(model, model_cfg, data)
     if model_cfg.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
 
 
-def initialise(model: ViViT, model_cfg: ModelSection) -> None:
+def initialise(model: ViViT, model_cfg: ModelSection, data: DataSection | None = None) -> None:
     """Load `model.init`: a training checkpoint, pretrained folder or registry model name (`vivit models`)
-    of this architecture (a different head is re-initialised), or image ViT weights inflated to 3D (Sec. 3.4)."""
+    of this architecture (a different head is re-initialised), or image ViT weights inflated to 3D (Sec. 3.4).
+    A pretrained model whose preprocessing differs from this run's `data` section is named in a warning."""
     path = Path(model_cfg.init)
     kind = model_cfg.init_kind
     if not path.exists():
@@ -127,10 +128,25 @@ def initialise(model: ViViT, model_cfg: ModelSection) -> None:
         import vivit
 
         cfg = model.config  # positional embeddings are resampled to this run's frames and size
-        state = vivit.load_pretrained(model_cfg.init, num_frames=cfg.num_frames, image_size=cfg.image_size).state_dict()
+        pretrained = vivit.load_pretrained(model_cfg.init, num_frames=cfg.num_frames, image_size=cfg.image_size)
+        if data is not None and getattr(pretrained, "preprocess", None) is not None:
+            warn_preprocessing(model_cfg.init, pretrained.preprocess, data)
+        state = pretrained.state_dict()
     else:
         state = load_checkpoint(path)["model"]
     load_matching(model, state, source=str(path))
+
+
+def warn_preprocessing(name: str, preprocess: Any, data: DataSection) -> None:
+    """Fine-tuning works best on inputs made as the model's own: name each setting this run changes."""
+    augment = augment_config(data)
+    ours = {"frame stride": (preprocess.stride, data.frame_stride),
+            "short side": (preprocess.short_side or round(preprocess.crop * 256 / 224), augment.resize_to(data.image_size)),
+            "normalisation": (preprocess.normalisation, augment.normalization)}
+    changed = [f"{k} {theirs} -> {mine}" for k, (theirs, mine) in ours.items() if theirs != mine]
+    if changed:
+        warnings.warn(f"model.init={name} was trained with other preprocessing than this run's data section: "
+                      f"{'; '.join(changed)} (set data.frame_stride / data.augment to match)", stacklevel=2)
 
 
 def load_matching(model: ViViT, state: dict[str, torch.Tensor], source: str) -> None:
