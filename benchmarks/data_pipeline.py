@@ -8,7 +8,7 @@ alternating the two so that both see the same machine load:
   raw:      PyAV seek + decode + `to_ndarray(rgb24)` of the 32 frames (stride 2) of each training clip;
   pipeline: `VideoDataset.__getitem__` of the same clips (the default training recipe: short side 256, scale
             jitter [0.9, 1.33], random crop 224, flip 0.5, colour jitter 0.8, [-1, 1]) -> float (3, 32, 224, 224).
-Reports the median over rounds; prints a markdown table and writes it to --out (benchmarks/results/data_pipeline.md).
+Reports the median over rounds; prints a markdown table and writes it to --out (benchmarks/results/MACHINE/data_pipeline.md).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from vivit.data import AugmentConfig, VideoDataset, probe
 from vivit.data.encode import write_video
 from vivit.data.sampling import random_clip
 
+import report  # benchmarks/: the results folder of this machine
+
 NUM_FRAMES, STRIDE, IMAGE_SIZE = 32, 2, 224
 SIZES = {"320x240": (240, 320), "640x360": (360, 640)}
-RESULTS = Path(__file__).parent / "results" / "data_pipeline.md"
+RESULTS = report.RESULTS / report.machine_slug() / "data_pipeline.md"
 
 
 def make_video(path: Path, height: int, width: int, seed: int, frames: int = 180) -> Path:

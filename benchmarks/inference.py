@@ -3,7 +3,7 @@ autocast, on one process, interleaved: ms per batch, speed-up, and next to it th
 fp32 (top-1 agreement and max |logit difference| over a set of clips).
 
     .venv/bin/python benchmarks/inference.py --model vivit-b-16x2-st --frames 16 --clips 32 --rounds 5 \
-        --out benchmarks/results/inference.md
+        --out benchmarks/results/MACHINE/inference.md
 """
 
 from __future__ import annotations

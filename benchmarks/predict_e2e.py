@@ -14,7 +14,7 @@ vs in the model is measured apart (decode-only loader / pipeline.preprocess, and
 The full run takes about 25 minutes on 2 cores (ViViT-B at 32 frames is ~2.5 s a clip there, and each of
 the 3 rows and the pipeline runs 3 times, then once more apart), so `make bench` does not include it.
 
-Results: benchmarks/results/predict_e2e.md (and .json), naming the CPU and its AVX-512 / AVX512-BF16 / AMX flags.
+Results: benchmarks/results/MACHINE/predict_e2e.md (and .json), naming the CPU and its AVX-512 / AVX512-BF16 / AMX flags.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import report  # benchmarks/: the results folder of this machine
 
 HERE = Path(__file__).resolve().parent
 SIZES = ("1280x720", "1920x1080")
@@ -193,7 +195,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3, help="end-to-end runs of each command (median)")
-    p.add_argument("--out", type=Path, default=HERE / "results" / "predict_e2e.md")
+    p.add_argument("--out", type=Path, default=report.RESULTS / report.machine_slug() / "predict_e2e.md")
     args = p.parse_args()
     import torch
     import transformers

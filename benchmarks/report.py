@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +11,29 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-README_START, README_END = "<!-- bench:start -->", "<!-- bench:end -->"
+RESULTS = Path(__file__).resolve().parent / "results"
+README_MACHINES = "<!-- bench:machines -->"  # new machines' blocks go right after this line of the README
+
+
+def machine_slug() -> str:
+    """The CPU as a folder name, from /proc/cpuinfo's vendor, family and model (virtual machines often give
+    every Xeon or EPYC the same model name): e.g. intel-family-6-model-207. Each machine's results live in
+    their own folder and README block, so a run on one never replaces another's figures."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            name, _, value = line.partition(":")
+            fields.setdefault(name.strip(), value.strip())
+    except OSError:
+        import platform
+
+        return re.sub(r"[^a-z0-9]+", "-", (platform.processor() or platform.machine()).lower()).strip("-")
+    vendor = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(fields.get("vendor_id", ""), fields.get("vendor_id", "cpu").lower())
+    return f"{vendor}-family-{fields.get('cpu family', 'x')}-model-{fields.get('model', 'x')}"
+
+
+def readme_markers(slug: str) -> tuple[str, str]:
+    return f"<!-- bench:start {slug} -->", f"<!-- bench:end {slug} -->"
 SIZE_NAMES = {"b": "ViViT-B", "s": "small (384 wide, 6 heads, 12 layers)"}
 DTYPES = {"fp32": "fp32", "bf16": "bf16 autocast (both sides)"}
 VITPYTORCH_NAMES = {"fe": "Model 2 (factorised encoder)", "fsa": "Model 3 (factorised self-attention)"}
@@ -59,11 +82,12 @@ def contenders(r: dict) -> tuple[str, ...]:
 
 def markdown(r: dict) -> str:
     m = r["meta"]
-    out = [f"Measured {m['date']} on {m['machine']} ({m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "
+    isa = f"; {m['isa']}" if m.get("isa") else ""
+    out = [f"Measured {m['date']} on {m['machine']} ({m.get('slug', 'CPU')}{isa}; {m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "
            f"transformers {m['transformers']}, vit-pytorch {m['vit_pytorch']}. Batch 1, {DTYPES[precision(r)]}, {m['frames']} "
            f"frames at {m['image_size']} px, tubelet 2x16x16. Medians of interleaved rounds; speed-up = median over rounds "
-           "of theirs / ours (> 1: ours is faster)." + (" \"ours, PyTorch GEMM\": the same model of ours with its linears "
-           "on PyTorch's own fp32 GEMM instead of oneDNN." if precision(r) == "fp32" else ""), "",
+           "of theirs / ours (> 1: ours is faster)." + (" \"ours, PyTorch GEMM\": the same model of ours with every linear "
+           "on PyTorch's own fp32 GEMM (`onednn_gemm(False)`), whatever route `vivit.backends` measured." if precision(r) == "fp32" else ""), "",
            "| comparison | " + " | ".join(f"{name} ms" for name in contenders(r)) + " | speed-up | target | met |",
            "|---|" + "---:|" * (len(contenders(r)) + 2) + "---|"]
 
@@ -142,16 +166,22 @@ def chart(r: dict, path: Path) -> None:
 
 
 def write(r: dict, out_dir: Path, readme: Path | None = None) -> str:
-    """Write latest.{md,png,json} to out_dir; replace the README table between the bench markers."""
+    """Write latest.{md,png,json} to out_dir; replace this machine's README block (between its markers), or add
+    one after README_MACHINES for a machine seen for the first time."""
     out_dir.mkdir(parents=True, exist_ok=True)
     text = markdown(r)
     (out_dir / "latest.md").write_text(text)
     (out_dir / "latest.json").write_text(json.dumps(r, indent=2))
     chart(r, out_dir / "latest.png")
     if readme is not None and readme.exists():
+        slug = r["meta"].get("slug", machine_slug())
+        start, end = readme_markers(slug)
         content = readme.read_text()
-        if README_START in content and README_END in content:
-            head, rest = content.split(README_START, 1)
-            tail = rest.split(README_END, 1)[1]
-            readme.write_text(f"{head}{README_START}\n{text}{README_END}{tail}")
+        if start in content and end in content:
+            head, rest = content.split(start, 1)
+            readme.write_text(f"{head}{start}\n{text}{end}{rest.split(end, 1)[1]}")
+        elif README_MACHINES in content:
+            head, tail = content.split(README_MACHINES, 1)
+            block = f"\n\n### {r['meta']['machine']} ({slug})\n\n{start}\n{text}{end}"
+            readme.write_text(f"{head}{README_MACHINES}{block}{tail}")
     return text

@@ -2,8 +2,10 @@
 training-step memory with and without gradient checkpointing, and the `torch.compile` path.
 
 Each comparison runs in its own process with the same thread count and precision (fp32 by default,
-or bf16 autocast with --precision bf16); results go to benchmarks/results/latest.{md,png,json} and the
-README's Performance section (fp32 full runs), or to results/{bf16,quick,smoke}/.
+or bf16 autocast with --precision bf16); results go to benchmarks/results/MACHINE/latest.{md,png,json}
+(MACHINE: the CPU's vendor, family and model, e.g. intel-family-6-model-207) and that machine's block of the
+README's Performance section (fp32 full runs), or to results/MACHINE/{bf16,quick,smoke}/: one machine's
+figures never replace another's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+import report
 from timing import PRECISIONS, setup
 
 HERE = Path(__file__).resolve().parent
@@ -78,6 +81,15 @@ def in_child(part: str, args: argparse.Namespace) -> dict:
         return json.loads(Path(f.name).read_text())
 
 
+def isa_flags() -> str:
+    """The ISA extensions that decide fp32/bf16 GEMM speed, as the CPU lists them."""
+    from vivit.backends import cpu_flags
+
+    flags = cpu_flags()
+    wanted = {"AVX-512": "avx512f", "AVX512-BF16": "avx512_bf16", "AMX": "amx_bf16"}
+    return ", ".join(f"{name} {'yes' if flag in flags else 'no'}" for name, flag in wanted.items())
+
+
 def meta(args: argparse.Namespace, s: dict) -> dict:
     def pkg(name: str) -> str:
         try:
@@ -88,6 +100,7 @@ def meta(args: argparse.Namespace, s: dict) -> dict:
     lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
     model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "unknown CPU")
     return dict(date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), machine=model,
+                slug=report.machine_slug(), isa=isa_flags(),
                 cores=len(__import__("os").sched_getaffinity(0)), threads=args.threads, precision=args.precision,
                 torch=torch.__version__, transformers=pkg("transformers"), vit_pytorch=pkg("vit-pytorch"), frames=s["frames"],
                 image_size=32 if args.smoke else 224, quick=args.quick, smoke=args.smoke)
@@ -112,21 +125,20 @@ def main() -> None:
                         help="fp32, or bf16 autocast for every contender (as run.precision=bf16 trains)")
     parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="comparisons to run")
     parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default: results/; bf16 runs under results/bf16/, --quick and "
-                             "--smoke runs under quick/ and smoke/ there)")
+                        help="results folder (default: results/MACHINE/; bf16 runs under bf16/ there, --quick "
+                             "and --smoke runs under quick/ and smoke/)")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.out is None:  # a bf16, quick or smoke run never replaces the full fp32 run's results
         sub = Path("bf16" if args.precision == "bf16" else "") / ("smoke" if args.smoke else "quick" if args.quick else "")
-        args.out = HERE / "results" / sub
+        args.out = report.RESULTS / report.machine_slug() / sub
     setup(args.threads, args.precision)
     s = settings(args)
     if args.part:  # child mode
         args.json_out.write_text(json.dumps(run_part(args.part, s)))
         return
     import memory
-    import report
 
     results: dict = {"meta": meta(args, s), "hf": {}, "vitpytorch": {}}
     for part in args.parts:

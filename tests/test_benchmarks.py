@@ -69,3 +69,21 @@ def test_bf16_precision_runs_every_contender_under_autocast_and_drops_the_gemm_c
     with pytest.raises(ValueError, match="precision"):
         timing.setup(1, "fp16")
     assert report.contenders({"meta": {"precision": "bf16"}}) == ("ours", "theirs")
+
+
+def test_each_machine_keeps_its_own_results_and_readme_block(tmp_path, monkeypatch):
+    """A run on one CPU rewrites that CPU's folder and README block, never another machine's."""
+    import json
+
+    saved = json.loads((Path(report.__file__).parent / "results" / "amd-family-26" / "latest.json").read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Performance\n\n<!-- bench:machines -->\n\n## After\n")
+    for slug, machine in (("amd-family-26", "AMD EPYC"), ("intel-family-6-model-207", "Intel Xeon"),
+                          ("amd-family-26", "AMD EPYC")):
+        r = {**saved, "meta": {**saved["meta"], "slug": slug, "machine": machine, "date": f"run on {machine}"}}
+        report.write(r, tmp_path / slug, readme)
+        assert (tmp_path / slug / "latest.md").read_text().startswith(f"Measured run on {machine}")
+    text = readme.read_text()
+    assert text.count("<!-- bench:start amd-family-26 -->") == 1 and text.count("<!-- bench:end intel-family-6-model-207 -->") == 1
+    assert text.index("### Intel Xeon") < text.index("### AMD EPYC") < text.index("## After")
+    assert report.machine_slug() and "/" not in report.machine_slug()
