@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import torch
 from safetensors.torch import save_file
 
-from vivit.cli import non_negative_int, positive_int
+from vivit.cli import non_negative_int, positive_int, print_json
 from vivit.data.sources import VIDEO_EXTENSIONS, find_samples, parse_split
 from vivit.engine.atomic import atomic_write
 from vivit.engine.build import AUTOCAST_DTYPES, autocast, resolve_device
@@ -274,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                      batch_size=args.batch_size, num_workers=args.workers, device=args.device,
                      precision=args.precision, quiet=args.quiet)
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
     else:
         for item in result["failed"]:
             print(f"{item['file']}: {item['reason']}")
