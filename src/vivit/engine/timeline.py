@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from vivit.cli import positive_int
+from vivit.cli import positive_int, print_json
 from vivit.data.decode import YuvFrames, iter_frames_yuv, probe
 from vivit.data.sampling import clip_indices, clip_span
 from vivit.data.transforms import eval_transform
@@ -160,9 +160,9 @@ def timeline(checkpoint: str | Path, video: str | Path, *, window_stride: float 
             "classes": splits, "probs": probs}
 
 
-def to_json(result: dict[str, Any]) -> str:
+def without_probs(result: dict[str, Any]) -> dict[str, Any]:
     """The result without the full per-window probabilities (`probs`, tensors: the PNG's data)."""
-    return json.dumps({k: v for k, v in result.items() if k != "probs"}, indent=2)
+    return {k: v for k, v in result.items() if k != "probs"}
 
 
 def write_csv(result: dict[str, Any], path: Path) -> None:
@@ -228,10 +228,10 @@ def run_timeline(args: argparse.Namespace) -> int:
         stem = out / f"{Path(videos[0]).name}.timeline"
         write_csv(result, stem.with_name(stem.name + ".csv"))
         with atomic_write(stem.with_name(stem.name + ".json")) as tmp:
-            tmp.write_text(to_json(result))
+            tmp.write_text(json.dumps(without_probs(result), indent=2))
         plot(result, stem.with_name(stem.name + ".png"))
     if args.json:
-        print(to_json(result))
+        print_json(without_probs(result))
     else:
         for row in result["rows"]:
             preds = row["predictions"] if isinstance(row["predictions"], dict) else {"": row["predictions"]}
