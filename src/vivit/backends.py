@@ -50,31 +50,28 @@ def vivit_home() -> Path:
     return Path(os.environ.get("VIVIT_HOME") or Path.home() / ".cache" / "vivit")
 
 
-def machine_key() -> str:
-    """CPU identity (vendor, family, model, name), thread count and torch version: what the timing depends on."""
+def _cpuinfo() -> dict[str, str]:
+    """The first value of each /proc/cpuinfo field (empty where there is none)."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             name, _, value = line.partition(":")
-            name = name.strip()
-            if name in ("vendor_id", "cpu family", "model", "model name") and name not in fields:
-                fields[name] = value.strip()
+            fields.setdefault(name.strip(), value.strip())
     except OSError:
         pass
+    return fields
+
+
+def machine_key() -> str:
+    """CPU identity (vendor, family, model, name), thread count and torch version: what the timing depends on."""
+    fields = _cpuinfo()
     cpu = " / ".join(fields.get(k, "") for k in ("vendor_id", "cpu family", "model", "model name")).strip(" /")
     return f"{cpu or platform.processor() or platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
 def cpu_flags() -> frozenset[str]:
     """The ISA flags /proc/cpuinfo lists (empty where there is none); a hypervisor may hide some."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name.strip() == "flags":
-                return frozenset(value.split())
-    except OSError:
-        pass
-    return frozenset()
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
 def has_bf16_units() -> bool:
