@@ -65,6 +65,19 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+# msgpack decoding of a Flax checkpoint (its array extension types), read whole or streamed.
+UNPACK_OPTIONS = dict(ext_hook=_ext_hook, raw=False, strict_map_key=False)
+
+
+def require_msgpack() -> Any:
+    """The `msgpack` module, or a VivitError naming the extra that installs it."""
+    try:
+        import msgpack
+    except ImportError as e:
+        raise VivitError("reading Scenic checkpoints needs msgpack: pip install 'vivit[scenic]'") from e
+    return msgpack
+
+
 def _unchunk(tree: Any) -> Any:
     """Flax splits arrays over 1 GiB into {'__msgpack_chunked_array__', 'shape', 'chunks'}."""
     if not isinstance(tree, dict):
@@ -78,15 +91,12 @@ def _unchunk(tree: Any) -> Any:
 
 def restore_checkpoint(path: str | Path) -> Tree:
     """Read a Flax msgpack checkpoint into a nested dict of numpy arrays (no flax, no jax)."""
-    try:
-        import msgpack
-    except ImportError as e:
-        raise VivitError("reading Scenic checkpoints needs msgpack: pip install 'vivit[scenic]'") from e
+    msgpack = require_msgpack()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such checkpoint file: {path}")
     try:
-        tree = msgpack.unpackb(path.read_bytes(), ext_hook=_ext_hook, raw=False, strict_map_key=False)
+        tree = msgpack.unpackb(path.read_bytes(), **UNPACK_OPTIONS)
     except (ValueError, msgpack.UnpackException) as e:
         raise VivitError(f"{path} is not a Flax msgpack checkpoint: {e}") from e
     return _unchunk(tree)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from vivit.errors import VivitError
-from vivit.weights.scenic import _ext_hook, _unchunk
+from vivit.weights.scenic import UNPACK_OPTIONS, _unchunk, require_msgpack
 
 READ_SIZE = 1 << 22
 
@@ -34,14 +34,10 @@ def _read_map(unpacker: Any, keep: dict[str, Any]) -> dict[str, Any]:
 
 def read_params(path: str | Path) -> dict[str, Any]:
     """The parameter tree of a Flax msgpack checkpoint (`optimizer/target` or `params`) as numpy arrays."""
-    try:
-        import msgpack
-    except ImportError as e:
-        raise VivitError("reading Scenic checkpoints needs msgpack: pip install 'vivit[scenic]'") from e
+    msgpack = require_msgpack()
     path = Path(path)
     with path.open("rb") as f:
-        unpacker = msgpack.Unpacker(f, read_size=READ_SIZE, max_buffer_size=0, ext_hook=_ext_hook, raw=False,
-                                    strict_map_key=False)
+        unpacker = msgpack.Unpacker(f, read_size=READ_SIZE, max_buffer_size=0, **UNPACK_OPTIONS)
         try:
             state = _read_map(unpacker, {"optimizer": {"target": None}, "params": None})
         except (ValueError, TypeError, msgpack.UnpackException) as e:  # OutOfData (truncated) is an UnpackException
