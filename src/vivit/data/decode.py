@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -167,19 +168,28 @@ def _decode(container: av.container.InputContainer, stream: av.video.stream.Vide
 Converter = Callable[[av.VideoFrame], np.ndarray]
 
 
-def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
-               convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
-    """Open once, read the metadata, choose indices, decode them upright with the converter made for this video
-    (the converter sees frames of the displayed size `info.height` x `info.width`)."""
+@contextmanager
+def _opened(path: str | Path, threads: bool) -> Iterator[tuple[av.container.InputContainer,
+                                                                av.video.stream.VideoStream, VideoInfo, Timeline,
+                                                                _Filters]]:
+    """The open container, its video stream, metadata, time axis and the filters that turn frames upright."""
     with open_video(path) as container:
         stream = video_stream(container)
         if threads:  # frame + slice threads: faster alone, no gain when DataLoader workers already fill the cores
             stream.thread_type = "AUTO"
         info, timeline = stream_info(container, stream)
+        yield container, stream, info, timeline, _Filters(_TURNS.get(info.rotation, []))
+
+
+def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
+               convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
+    """Open once, read the metadata, choose indices, decode them upright with the converter made for this video
+    (the converter sees frames of the displayed size `info.height` x `info.width`)."""
+    with _opened(path, threads) as (container, stream, info, timeline, upright):
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
             raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
-        upright, convert = _Filters(_TURNS.get(info.rotation, [])), convert_for(info)
+        convert = convert_for(info)
         return _decode(container, stream, indices, lambda frame: convert(upright(frame)), info, timeline,
                        str(path)), info
 
@@ -317,17 +327,14 @@ def iter_frames_yuv(path: str | Path, size: Size = None, upscale: bool = True, m
     may repeat or be skipped); only one decoded frame is held at a time, so memory does not grow with length."""
     if step < 1:
         raise DataError(f"step must be >= 1, got {step}")
-    with open_video(path) as container:
-        stream = video_stream(container)
-        if threads:
-            stream.thread_type = "AUTO"
-        info, timeline = stream_info(container, stream)
-        upright, (convert, encoding) = _Filters(_TURNS.get(info.rotation, [])), _yuv_converter(size, upscale, min_shrink)
+    with _opened(path, threads) as (container, stream, info, timeline, upright):
+        convert, encoding = _yuv_converter(size, upscale, min_shrink)
+        convert_upright = lambda f: convert(upright(f))  # noqa: E731
         index, previous, shown = 0, None, -1
         for frame in container.decode(stream):
             timestamp = timeline.timestamp(frame)
             shown = shown + 1 if timestamp is None else timeline.first_index(timestamp)
-            current = _Lazy(frame, lambda f: convert(upright(f)))
+            current = _Lazy(frame, convert_upright)
             while index < min(shown, info.frames):  # the previous frame is on screen until this one starts
                 if index % step == 0:
                     data = (previous or current).get()
