@@ -24,7 +24,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from vivit.cli import positive_int, print_json
+from vivit.cli import model_and_rest, positive_int, print_json
 from vivit.data.decode import YuvFrames, iter_frames_yuv, probe
 from vivit.data.sampling import clip_indices, clip_span
 from vivit.data.transforms import eval_transform
@@ -212,11 +212,10 @@ def add_timeline_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_timeline(args: argparse.Namespace) -> int:
+    usage = "`vivit predict MODEL VIDEO --timeline` or `vivit predict VIDEO --timeline --model MODEL`"
     if args.model is None and args.checkpoint is None:
-        raise ConfigError("no model given: `vivit predict MODEL VIDEO --timeline` or `vivit predict VIDEO --timeline --model MODEL`")
-    checkpoint, videos = args.checkpoint, args.videos
-    if args.model is not None:
-        checkpoint, videos = args.model, [v for v in (args.checkpoint, *args.videos) if v is not None]
+        raise ConfigError(f"no model given: {usage}")
+    checkpoint, videos = model_and_rest(args.model, [args.checkpoint, *args.videos], usage=usage)
     if len(videos) != 1 or not Path(videos[0]).is_file():
         raise ConfigError(f"--timeline takes one video file, got {' '.join(map(str, videos))}")
     result = timeline(checkpoint, videos[0], window_stride=args.window_stride, frame_stride=getattr(args, "stride", None),
