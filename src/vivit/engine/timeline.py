@@ -190,8 +190,7 @@ def plot(result: dict[str, Any], path: Path, classes_shown: int = 5) -> Path:
     mid = [(r["start"] + r["end"]) / 2 for r in result["rows"]]
     scale, unit = (60, "min") if mid and mid[-1] > 600 else (1, "s")
     fig, axes = plt.subplots(len(result["probs"]), 1, figsize=(8, 2.6 * len(result["probs"])), squeeze=False)
-    for ax, (split, probs) in zip(axes[:, 0], result["probs"].items()):
-        p = probs
+    for ax, (split, p) in zip(axes[:, 0], result["probs"].items()):
         for c in p.amax(dim=0).topk(min(classes_shown, p.shape[1])).indices.tolist():
             ax.plot([m / scale for m in mid], p[:, c], label=result["classes"][split][c], lw=1.5)
         ax.set(ylim=(0, 1), ylabel="probability", title=Path(result["video"]).name + ("" if split == "class" else f" ({split})"))
