@@ -151,15 +151,22 @@ def from_list_file(path: Path, classes: list[str] | None, splits: Splits | None 
     return list(zip(paths, single)), names
 
 
-def from_split_csv(path: Path, split: str | None, classes: list[str] | None, splits: Splits) -> tuple[Samples, list[str]]:
-    """A multi-head CSV: a `path` column (relative to the CSV), one column per split name, optional `split`."""
+def _read_csv(path: Path, split: str | None, required: list[str], layout: str) -> list[dict[str, str]]:
+    """The rows of a CSV that has the `required` columns (missing ones are reported in that order, then
+    `layout`), and a `split` column when a split is asked for."""
     rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
     columns = set(rows[0] if rows else {})
-    missing = [c for c in ("path", *splits) if c not in columns]
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise DataError(f"{path}: CSV lacks columns {missing}; a multi-head CSV has path,{','.join(splits)}[,split]")
+        raise DataError(f"{path}: CSV lacks columns {missing}{layout}")
     if split is not None and "split" not in columns:
         raise DataError(f"{path} has no 'split' column, got split={split!r}; {NO_SPLIT_HINT}")
+    return rows
+
+
+def from_split_csv(path: Path, split: str | None, classes: list[str] | None, splits: Splits) -> tuple[Samples, list[str]]:
+    """A multi-head CSV: a `path` column (relative to the CSV), one column per split name, optional `split`."""
+    rows = _read_csv(path, split, ["path", *splits], f"; a multi-head CSV has path,{','.join(splits)}[,split]")
     labels, names = _split_labels([[r[name] for r in rows] for name in splits], classes, splits, path)
     keep = [i for i, r in enumerate(rows) if split is None or r.get("split") == split]
     return [(path.parent / rows[i]["path"], labels[i]) for i in keep], names
@@ -178,14 +185,8 @@ def _kinetics_file(folder: Path, row: dict[str, str]) -> Path:
 
 def from_kinetics_csv(path: Path, split: str | None, classes: list[str] | None) -> tuple[Samples, list[str]]:
     """Kinetics CSV `label,youtube_id,time_start,time_end,split`; `split` keeps the rows of one split."""
-    rows = list(csv.DictReader(io.StringIO(read_text(path), newline="")))
-    columns = set(rows[0] if rows else {})
-    missing = {"label", "youtube_id", "time_start", "time_end"} - columns
-    if missing:
-        raise DataError(f"{path}: CSV lacks columns {sorted(missing)} (Kinetics: label,youtube_id,time_start,"
-                        f"time_end,split)")
-    if split is not None and "split" not in columns:
-        raise DataError(f"{path} has no 'split' column, got split={split!r}; {NO_SPLIT_HINT}")
+    rows = _read_csv(path, split, ["label", "time_end", "time_start", "youtube_id"],  # sorted, as reported
+                     " (Kinetics: label,youtube_id,time_start,time_end,split)")
     index = _class_index(classes, [r["label"] for r in rows], path)  # all splits: same labels everywhere
     if split is not None:
         rows = [r for r in rows if r.get("split") == split]
