@@ -127,7 +127,7 @@ def hf_config(config: ViViTConfig) -> dict[str, Any]:
                           f"got {config.variant!r}, {config.tokenizer!r}, {config.classifier!r}")
     if config.image_size[0] != config.image_size[1]:
         raise ConfigError(f"HF ViViT needs a square image_size, got {config.image_size}")
-    if getattr(config, "class_splits", None):  # a multi-head model's config field
+    if config.class_splits:
         raise ConfigError("HF VivitForVideoClassification has one classifier: a multi-head model (class_splits "
                           f"{list(config.class_splits)}) cannot be converted")
     if config.representation_size is not None:
