@@ -97,6 +97,22 @@ def _seconds(step: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
+def _best_times(routes: dict[str, Callable[..., Any]], *args: Any,
+                train: Callable[[torch.Tensor], Any]) -> dict[tuple[str, str], float]:
+    """Best of `_ROUNDS` seconds per (route, "forward" / "training"): `fn(*args)` under `no_grad`, and
+    `train(fn(*args))`; routes interleaved round by round (so a busy machine slows both alike)."""
+    best = {(route, metric): float("inf") for route in routes for metric in ("forward", "training")}
+    for round_ in range(_ROUNDS + 1):  # round 0 warms up (first-touch allocations, kernel selection)
+        for route, fn in routes.items():
+            with torch.no_grad():
+                forward = _seconds(lambda: fn(*args))
+            training = _seconds(lambda: train(fn(*args)))
+            if round_ > 0:
+                best[route, "forward"] = min(best[route, "forward"], forward)
+                best[route, "training"] = min(best[route, "training"], training)
+    return best
+
+
 @_with_autograd
 def calibrate_gemm(onednn_linear: Callable[..., torch.Tensor],
                    default_linear: Callable[..., torch.Tensor] = F.linear) -> dict[str, Any]:
@@ -108,15 +124,7 @@ def calibrate_gemm(onednn_linear: Callable[..., torch.Tensor],
     w = torch.randn(n, k, generator=generator, requires_grad=True)
     b = torch.randn(n, generator=generator, requires_grad=True)
     routes = {"torch": default_linear, "onednn": onednn_linear}
-    best = {(route, metric): float("inf") for route in routes for metric in ("forward", "training")}
-    for round_ in range(_ROUNDS + 1):  # round 0 warms up (first-touch allocations, kernel selection)
-        for route, fn in routes.items():
-            with torch.no_grad():
-                forward = _seconds(lambda: fn(x, w, b))
-            training = _seconds(lambda: fn(x, w, b).sum().backward())
-            if round_ > 0:
-                best[route, "forward"] = min(best[route, "forward"], forward)
-                best[route, "training"] = min(best[route, "training"], training)
+    best = _best_times(routes, x, w, b, train=lambda y: y.sum().backward())
     flops = {"forward": 2 * rows * k * n, "training": 3 * 2 * rows * k * n}
     result: dict[str, Any] = {route: {f"{m}_gflops": round(flops[m] / best[route, m] / 1e9, 1) for m in flops}
                               for route in routes}
@@ -139,15 +147,7 @@ def calibrate_gelu(compiled: Callable[[torch.Tensor], torch.Tensor],
     except Exception as error:  # noqa: BLE001 - no C++ compiler, unsupported platform: keep PyTorch's kernel
         return {"route": "aten", "error": f"{type(error).__name__}: {error}"[:200]}
     routes = {"aten": eager, "compiled": compiled}
-    best = {(route, metric): float("inf") for route in routes for metric in ("forward", "training")}
-    for round_ in range(_ROUNDS + 1):  # round 0 warms up
-        for route, fn in routes.items():
-            with torch.no_grad():
-                forward = _seconds(lambda: fn(x))
-            training = _seconds(lambda: fn(x).backward(grad))
-            if round_ > 0:
-                best[route, "forward"] = min(best[route, "forward"], forward)
-                best[route, "training"] = min(best[route, "training"], training)
+    best = _best_times(routes, x, train=lambda y: y.backward(grad))
     result: dict[str, Any] = {route: {f"{m}_ms": round(1e3 * best[route, m], 3) for m in ("forward", "training")}
                               for route in routes}
     faster = all(best["aten", m] >= MARGIN * best["compiled", m] for m in ("forward", "training"))
