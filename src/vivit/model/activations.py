@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vivit import backends
+from vivit.model.linear import tracing_or_transforming
 
 MIN_NUMEL = 1 << 20  # below about a million elements the kernels' difference is under the call overhead
 _aten_only = False  # set by `aten_gelu()`
@@ -80,10 +81,7 @@ def _use_compiled(x: torch.Tensor) -> bool:
         x.device.type == "cpu"
         and x.dtype in (torch.float32, torch.bfloat16)
         and x.numel() >= MIN_NUMEL
-        and not torch.onnx.is_in_onnx_export()
-        and not torch.compiler.is_exporting()
-        and not torch.jit.is_tracing()
-        and not torch._C._are_functorch_transforms_active()
+        and not tracing_or_transforming()
         and not _aten_only
         and _measured_route() == "compiled"
     )

@@ -65,15 +65,23 @@ def _measured_route() -> str:
     return backends.gemm_route(_mm_t)
 
 
+def tracing_or_transforming() -> bool:
+    """Whether an ONNX export, `torch.export`, TorchScript trace or `torch.func` transform is running: the
+    custom kernels then step aside for PyTorch's own ops (a `torch.func` transform needs a jvp / vmap rule)."""
+    return (
+        torch.onnx.is_in_onnx_export()
+        or torch.compiler.is_exporting()
+        or torch.jit.is_tracing()
+        or torch._C._are_functorch_transforms_active()
+    )
+
+
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """oneDNN where it computes `F.linear` faster: large fp32 CPU matmuls with a plain (N, K) weight and
     contiguous (N,) bias, outside autocast, export/tracing and `torch.func` transforms."""
     return (
         _onednn_enabled is not False
-        and not torch.onnx.is_in_onnx_export()
-        and not torch.compiler.is_exporting()
-        and not torch.jit.is_tracing()
-        and not torch._C._are_functorch_transforms_active()  # torch.func needs a jvp / vmap rule
+        and not tracing_or_transforming()
         and not torch.is_autocast_enabled("cpu")
         and x.device.type == weight.device.type == "cpu"
         and x.dtype == weight.dtype == torch.float32
