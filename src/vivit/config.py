@@ -64,12 +64,12 @@ class ViViTConfig:
             object.__setattr__(self, "image_size", (self.image_size, self.image_size))
         object.__setattr__(self, "image_size", tuple(self.image_size))
         object.__setattr__(self, "tubelet", tuple(self.tubelet))
-        _choice("variant", self.variant, tuple(VARIANTS))
-        _choice("tokenizer", self.tokenizer, TOKENIZERS)
-        _choice("classifier", self.classifier, CLASSIFIERS)
-        _choice("temporal_pool", self.temporal_pool, TEMPORAL_POOLS)
-        _choice("fsa_order", self.fsa_order, FSA_ORDERS)
-        _choice("gelu_approximation", self.gelu_approximation, GELU_APPROXIMATIONS)
+        check_choice("variant", self.variant, tuple(VARIANTS))
+        check_choice("tokenizer", self.tokenizer, TOKENIZERS)
+        check_choice("classifier", self.classifier, CLASSIFIERS)
+        check_choice("temporal_pool", self.temporal_pool, TEMPORAL_POOLS)
+        check_choice("fsa_order", self.fsa_order, FSA_ORDERS)
+        check_choice("gelu_approximation", self.gelu_approximation, GELU_APPROXIMATIONS)
         if len(self.image_size) != 2 or len(self.tubelet) != 3:
             raise ConfigError(f"image_size must be (H, W) and tubelet (t, h, w); got {self.image_size}, {self.tubelet}")
         for name in ("num_frames", "in_channels", "width", "depth", "num_heads", "mlp_dim", "temporal_depth"):
@@ -172,7 +172,8 @@ def _check_fields(d: dict[str, Any]) -> None:
         raise ConfigError(f"unknown model config field(s) {unknown}; allowed: {sorted(known)}")
 
 
-def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise ConfigError unless `value` is one of `allowed`, naming the option and the choices."""
     if value not in allowed:
         raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
 

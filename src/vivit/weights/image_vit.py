@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from vivit.config import ViViTConfig
+from vivit.config import ViViTConfig, check_choice
 from vivit.errors import ConfigError, VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
@@ -132,8 +132,7 @@ def _check_options(recipe: str, tubelet_init: str, fsa_temporal_init: str, pos_i
                                  ("fsa_temporal_init", fsa_temporal_init, FSA_TEMPORAL_INITS),
                                  ("pos_interpolation", pos_interpolation or "bicubic", POS_INTERPOLATIONS),
                                  ("pos_size_change", pos_size_change, POS_SIZE_CHANGES)):
-        if value not in allowed:
-            raise ConfigError(f"{name}={value!r} is not allowed; choose one of {list(allowed)}")
+        check_choice(name, value, allowed)
     if recipe == "default" and pos_size_change != "resize_tile":
         raise ConfigError(f"pos_size_change={pos_size_change!r} is an option of recipe='scenic'; the default recipe "
                           "resizes each frame's grid and tiles it over time (resize_tile)")

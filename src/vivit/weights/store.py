@@ -24,8 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from vivit.config import ViViTConfig
-from vivit.errors import ConfigError, VivitError
+from vivit.config import ViViTConfig, check_choice
+from vivit.errors import VivitError
 from vivit.textfiles import LABELS_FILE, read_labels, read_text, write_labels
 from vivit.model import posembed
 from vivit.model.encoders import Encoder
@@ -104,10 +104,8 @@ def load_state_dict(
     made for another token grid (`posembed.resample` modes `pos_spatial`, `pos_temporal`; the official
     Scenic `tile` of a frame-count change is `pos_temporal="tile"`). Keys starting with an
     `allow_missing` prefix may be absent."""
-    for name, mode, allowed in (("pos_spatial", pos_spatial, posembed.SPATIAL_MODES),
-                                ("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)):
-        if mode not in allowed:
-            raise ConfigError(f"{name}={mode!r} is not allowed; choose one of {list(allowed)}")
+    check_choice("pos_spatial", pos_spatial, posembed.SPATIAL_MODES)
+    check_choice("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)
     own = model.state_dict()
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
