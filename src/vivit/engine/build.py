@@ -141,7 +141,8 @@ def warn_preprocessing(name: str, preprocess: Any, data: DataSection) -> None:
     """Fine-tuning works best on inputs made as the model's own: name each setting this run changes."""
     augment = augment_config(data)
     ours = {"frame stride": (preprocess.stride, data.frame_stride),
-            "short side": (preprocess.short_side or round(preprocess.crop * 256 / 224), augment.resize_to(data.image_size)),
+            "short side": (dataclasses.replace(augment, short_side=preprocess.short_side).resize_to(preprocess.crop),
+                           augment.resize_to(data.image_size)),
             "normalisation": (preprocess.normalisation, augment.normalization)}
     changed = [f"{k} {theirs} -> {mine}" for k, (theirs, mine) in ours.items() if theirs != mine]
     if changed:
