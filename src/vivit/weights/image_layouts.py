@@ -189,9 +189,14 @@ def _read_hf(sd: Mapping[str, torch.Tensor], heads: int | None) -> _Read:
     return _Read(state, {prefix + k for k in used}, ignorable, heads, layout)
 
 
+def timm_depth(state: Mapping[str, torch.Tensor]) -> int:
+    """The number of blocks of a timm-layout state dict (`blocks.i.`)."""
+    return block_depth(state, r"blocks\.(\d+)\.")
+
+
 def _missing(state: Mapping[str, torch.Tensor]) -> list[str]:
     """timm-layout tensors every ViViT encoder needs that `state` lacks."""
-    depth = block_depth(state, r"blocks\.(\d+)\.")
+    depth = timm_depth(state)
     need = ["patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed", "norm.weight", "norm.bias"]
     need += [f"blocks.{i}.{part}.{p}" for i in range(depth) for part in BLOCK_PARTS for p in ("weight", "bias")]
     return [k for k in need if k not in state]

@@ -20,7 +20,6 @@ initialisation is listed in the report's `missing`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -30,8 +29,8 @@ from vivit.errors import ConfigError, VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
-from vivit.weights.image_layouts import PRE_LOGITS, PRE_LOGITS_SOURCES, ImageViT, read_image_vit
-from vivit.weights.store import LoadReport, block_depth, load_state_dict
+from vivit.weights.image_layouts import PRE_LOGITS, PRE_LOGITS_SOURCES, ImageViT, read_image_vit, timm_depth
+from vivit.weights.store import LoadReport, load_state_dict
 
 FSA_TEMPORAL_INITS = ("copy", "zero")
 POS_INTERPOLATIONS = posembed.SPATIAL_MODES
@@ -49,10 +48,6 @@ FSA_FROM_IMAGE_SCENIC = {**FSA_FROM_IMAGE, "norm1": ("norm_space",)}
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}  # ViT Ti/S/B/L/H
 
 
-def _depth(state: Mapping[str, torch.Tensor]) -> int:
-    return block_depth(state, r"blocks\.(\d+)\.")
-
-
 def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int = 32, **overrides: Any) -> ViViTConfig:
     """A ViViT config matching an image ViT's sizes: width, depth, heads, MLP, patch and image size."""
     s = image.state
@@ -60,7 +55,7 @@ def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int =
     side = math.isqrt(s["pos_embed"].shape[1] - int("cls_token" in s))
     kw: dict[str, Any] = dict(
         variant=variant, num_frames=num_frames, image_size=(side * ph, side * pw), tubelet=(2, ph, pw),
-        width=width, depth=_depth(s), num_heads=image.num_heads or HEADS_BY_WIDTH.get(width, 0),
+        width=width, depth=timm_depth(s), num_heads=image.num_heads or HEADS_BY_WIDTH.get(width, 0),
         mlp_dim=s["blocks.0.mlp.fc1.weight"].shape[0], classifier="gap" if variant in ("fsa", "fdp") else "token",
     )
     kw.update(overrides)
@@ -165,8 +160,8 @@ def init_from_image_vit(
     image = read_image_vit(source)
     s, cfg = image.state, model.config
     image.check_heads(cfg.num_heads)
-    if _depth(s) != cfg.depth:
-        raise VivitError(f"{image.source}: image ViT has {_depth(s)} blocks, the model's (spatial) depth is {cfg.depth}")
+    if timm_depth(s) != cfg.depth:
+        raise VivitError(f"{image.source}: image ViT has {timm_depth(s)} blocks, the model's (spatial) depth is {cfg.depth}")
     kernel, own = s["patch_embed.proj.weight"], model.tokenizer.proj.weight
     if (kernel.shape[0], kernel.shape[1], *kernel.shape[2:]) != (own.shape[0], own.shape[1], *own.shape[3:]):
         raise VivitError(f"{image.source}: patch_embed.proj.weight {tuple(kernel.shape)} does not fit "
