@@ -49,9 +49,9 @@ def load_clip(loaded: Any, video: Path) -> tuple[torch.Tensor, list[int], float]
 def class_index(label: str, classes: list[str], model: Any) -> int:
     """The index of `label`, or of `SPLIT:LABEL` within that split (multi-head models whose splits share names)."""
     split, _, name = label.partition(":")
-    ranges = split_ranges(model)
-    if name and split in ranges and name in classes[ranges[split].start:ranges[split].stop]:
-        return ranges[split].start + classes[ranges[split].start:ranges[split].stop].index(name)
+    r = split_ranges(model).get(split) if name else None
+    if r is not None and name in classes[r.start:r.stop]:
+        return r.start + classes[r.start:r.stop].index(name)
     if label not in classes:
         shown = ", ".join(classes[:10]) + (", ..." if len(classes) > 10 else "")
         raise ConfigError(f"--class {label!r} is not one of the model's {len(classes)} labels ({shown})")
@@ -72,10 +72,10 @@ def write_outputs(out: Path, explained: ClipExplanation, frames: np.ndarray, mod
                   fps: float, video_format: str, strip_frames: int) -> list[dict[str, Any]]:
     """Files for each map (prefixed by split and label when there are several); their JSON entries."""
     cfg = model.config
-    entries = []
+    entries, ranges = [], split_ranges(model)
     for i, token_map in enumerate(explained.maps):
         target = explained.targets[i] if explained.targets else None
-        split = next((n for n, r in split_ranges(model).items() if target in r), None)
+        split = next((n for n, r in ranges.items() if target in r), None)
         label = classes[target] if target is not None else None
         prefix = re.sub(r"[^\w.+-]+", "_", f"{split}-{label}-") if len(explained.maps) > 1 else ""
         heat = upsample(token_map, cfg.tubelet, frames.shape[1:3])
