@@ -15,6 +15,7 @@ from engine_fixtures import untrained_checkpoint
 from vivit.cli import main
 from vivit.data import synthetic
 from vivit.data.encode import write_video
+from vivit.model.encoders import every_token
 from vivit.engine.demo import RECIPE
 from vivit.errors import ConfigError, InputShapeError
 from vivit.explain import explain_clip
@@ -200,7 +201,8 @@ def test_relevance_equals_autograd_through_explicit_attention(variant):
     modules = [m for m in model.modules() if isinstance(m, Attention)]
     for m in modules:
         m.sdpa = explicit_sdpa.__get__(m)
-    model(video)[0, 1].backward()
+    with every_token(model):  # every query's map, as the capture keeps them
+        model(video)[0, 1].backward()
     for m in modules:
         del m.sdpa
     expected = []

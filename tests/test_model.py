@@ -1,3 +1,4 @@
+import contextlib
 import math
 
 import pytest
@@ -8,6 +9,7 @@ from conftest import VARIANTS, tiny_model
 import vivit
 from vivit.errors import InputShapeError
 from vivit.model.blocks import Block, FactorisedSelfAttentionBlock
+from vivit.model.encoders import every_token
 from vivit.model.tokenizers import TubeletEmbedding, UniformFrameSampling
 from vivit.profile import count_flops
 
@@ -35,8 +37,18 @@ def test_parameter_count_matches_official_structure(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_macs_match_official_structure(variant):
     cfg = vivit.PRESETS[f"vivit-b-16x2-{variant}"]
-    gmacs = count_flops(cfg) / 2e9
+    gmacs = count_flops(cfg, official=True) / 2e9
     assert abs(gmacs / OFFICIAL_GMACS[variant] - 1) < 0.02
+    # a token classifier's last block computes its cls token alone (Model 2: in each frame and in time), so the
+    # other queries' q k^T, attention x v, output projection and MLP are not computed
+    def skipped(sequences: int, tokens: int, d: int, mlp: int) -> int:
+        return sequences * (tokens - 1) * (d * d + 2 * d * mlp + 2 * tokens * d)
+
+    n_t, n_s = cfg.grid[0], cfg.grid[1] * cfg.grid[2]
+    saved = {"st": skipped(1, 1 + n_t * n_s, cfg.width, cfg.mlp_dim),
+             "fe": skipped(n_t, 1 + n_s, cfg.width, cfg.mlp_dim) + skipped(1, 1 + n_t, cfg.temporal_dim, cfg.temporal_mlp),
+             "fe-avg": skipped(n_t, 1 + n_s, cfg.width, cfg.mlp_dim)}.get(variant, 0)  # fsa, fdp: every token
+    assert count_flops(cfg) / 2 == pytest.approx(gmacs * 1e9 - saved, rel=1e-4)
 
 
 @pytest.mark.parametrize("init", ["central_frame", "inflate"])
@@ -234,3 +246,40 @@ def test_profile_cli_table_prints_ours_next_to_the_papers(capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["input_shape"] == [1, 3, 4, 32, 32] and report["macs"] * 2 == report["flops"] > 0
     assert report["latency_ms"] > 0
+
+
+@pytest.mark.parametrize("variant, classifier", [(v, c) for v in ("st", "fe", "fe-avg") for c in ("token", "0", "gap")]
+                         + [("fsa", "gap"), ("fdp", "gap")])
+def test_the_last_block_computing_only_the_pooled_token_changes_no_value(variant, classifier):
+    """A token classifier reads token 0 alone, so the last block computes only it (`Encoder.forward`'s
+    `first`): logits and every gradient equal those of the forward that computes every token."""
+    torch.manual_seed(0)
+    model = tiny_model(variant, classifier=classifier)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    video = torch.randn(2, 3, 4, 16, 16)
+
+    def logits_and_grads(full: bool):
+        model.zero_grad()
+        with every_token(model) if full else contextlib.nullcontext():
+            logits = model(video)
+        logits.square().sum().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast, fast_grads = logits_and_grads(full=False)
+    full, full_grads = logits_and_grads(full=True)
+    torch.testing.assert_close(fast, full, rtol=0, atol=1e-5)
+    assert fast.abs().max() > 0.1  # not a vacuous zero head
+    for name in full_grads:
+        torch.testing.assert_close(fast_grads[name], full_grads[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_the_last_block_skips_the_unread_tokens():
+    """Model 1 with a cls classifier: the last block's MLP sees the cls token alone."""
+    model = tiny_model("st", classifier="token").eval()
+    seen = []
+    model.encoder.blocks[-1].mlp.register_forward_hook(lambda m, a, out: seen.append(out.shape[1]))
+    model.encoder.blocks[0].mlp.register_forward_hook(lambda m, a, out: seen.append(out.shape[1]))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 4, 16, 16))
+    assert seen[0] == model.encoder.num_prefix + math.prod(model.config.grid) and seen[1] == 1

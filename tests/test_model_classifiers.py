@@ -13,6 +13,7 @@ import torch
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError
 from vivit.model.vivit import ViViT
+from vivit.model.encoders import every_token
 from vivit.weights import hf
 from vivit.weights.store import load_pretrained, load_pretrained_with_report
 
@@ -36,7 +37,7 @@ def run_with_outputs(model: ViViT, video: torch.Tensor, names: tuple[str, ...]) 
     """Logits, and the (inputs, output) of the named encoders during that forward."""
     seen: dict[str, tuple] = {}
     hooks = [getattr(model, n).register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, (a[0], o))) for n in names]
-    with torch.no_grad():
+    with torch.no_grad(), every_token(model):  # the encoders' outputs of all tokens, not only the pooled one
         logits = model(video)
     for h in hooks:
         h.remove()

@@ -151,7 +151,7 @@ def test_model_gradients_match_default_gemm(variant, checkpointing):
     with onednn_gemm(False):
         reference = grads()
     for name in reference:
-        torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-6, msg=name)
+        torch.testing.assert_close(ours[name], reference[name], rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_compile_fullgraph_forward_and_backward():

@@ -11,7 +11,7 @@ import argparse
 import statistics
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -23,6 +23,7 @@ from vivit.cli import print_json
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError
 from vivit.model import ViViT, create_model
+from vivit.model.encoders import every_token
 
 # Paper Table 2: ViViT-B/16x2, 32x224x224, K400 (400 classes), FE temporal depth 4; runtime on TPU-v3.
 PAPER_TABLE2 = {
@@ -50,13 +51,15 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_flops(config: ViViTConfig, batch: int = 1) -> int:
-    """Forward FLOPs of one batch (multiply and add counted separately), computed on `meta`."""
+def count_flops(config: ViViTConfig, batch: int = 1, official: bool = False) -> int:
+    """Forward FLOPs of one batch (multiply and add counted separately), computed on `meta`: of the forward as
+    it runs, or (`official`) with every token through every block, as the official model and the paper count
+    (a token classifier's last block computes its token alone here: `vivit.model.encoders.every_token`)."""
     with torch.device("meta"):
         model = ViViT(config).eval()
         video = torch.empty(batch, config.in_channels, config.num_frames, *config.image_size)
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with counter, torch.no_grad(), every_token(model) if official else nullcontext():
         model(video)
     return counter.get_total_flops()
 
@@ -128,15 +131,16 @@ def profile_model(
     device: str = "cpu",
     latency: bool = True,
     iters: int = 3,
+    official: bool = False,
     **overrides,
 ) -> Profile:
     """Profile a preset or a model NAME, CHECKPOINT or FOLDER (`model_for`) with overrides (e.g. num_frames,
-    image_size, num_classes). `peak_memory_mb`: the rise of memory during the timed forward passes above
+    image_size, num_classes); FLOPs as `count_flops(official=...)`. `peak_memory_mb`: the rise of memory during the timed forward passes above
     what the model and input already hold (`peak_memory`)."""
     model = model_for(name, **overrides)
     cfg = model.config
     shape = (batch, cfg.in_channels, cfg.num_frames, *cfg.image_size)
-    flops = count_flops(cfg, batch)
+    flops = count_flops(cfg, batch, official)
     prof = Profile(name, shape, count_parameters(model), flops, flops // 2)
     if latency:
         from vivit.engine.build import resolve_device  # ConfigError for cuda without a CUDA device
@@ -157,7 +161,8 @@ def table2(latency: bool = False, device: str = "cpu", say: Callable[[str], None
     for i, (name, paper) in enumerate(PAPER_TABLE2.items(), 1):
         if say is not None:
             say(f"[{i}/{len(PAPER_TABLE2)}] {name}" + (f": timing the forward pass on {device}" if latency else ""))
-        p = profile_model(name, num_classes=400, temporal_depth=4, latency=latency, device=device, iters=1)
+        p = profile_model(name, num_classes=400, temporal_depth=4, latency=latency, device=device, iters=1,
+                          official=True)
         rows.append(dict(preset=name, **{f"paper_{k}": v for k, v in paper.items()}, params_m=p.params / 1e6,
                          gmacs=p.macs / 1e9, gflops=p.flops / 1e9, latency_ms=p.latency_ms))
     return rows

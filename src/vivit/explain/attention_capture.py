@@ -20,6 +20,7 @@ from torch import nn
 from vivit.explain.rollout import Step
 from vivit.model.attention import Attention, FactorisedDotProductAttention
 from vivit.model.blocks import FactorisedSelfAttentionBlock
+from vivit.model.encoders import every_token
 
 
 @dataclass
@@ -118,7 +119,8 @@ def capture_attention(model: nn.Module, keep_values: bool = False) -> Iterator[C
     hooks = [enc.register_forward_hook(lambda m, args, out, name=name: capture.outputs.__setitem__(name, out.detach()))
              for name, enc in encoders(model).items()]
     try:
-        yield capture
+        with every_token(model):  # the maps of all tokens, not only of those the classifier reads
+            yield capture
     finally:
         for module in roles:
             del module.attend  # the class's own method again

@@ -13,6 +13,8 @@ from vivit.model.linear import Linear
 class Attention(nn.Module):
     """Multi-head dot-product self-attention over the token axis of (B, N, D) (Sec. 3.1, MSA)."""
 
+    queries_apart = True  # each query's output depends on its own query alone: `first` may skip the others
+
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__()
         self.num_heads = num_heads
@@ -21,11 +23,13 @@ class Attention(nn.Module):
         self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, first: int | None = None) -> torch.Tensor:
+        """(B, N, D) -> (B, N, D); with `first` = n, the outputs of the first n tokens alone, (B, n, D): their
+        queries attend over the keys and values of all N tokens."""
         # Split along a middle axis so the backward stacks the q/k/v gradients straight into (B, N, 3D).
         qkv = rearrange(self.qkv(x), "b n (three h e) -> b n three h e", three=3, h=self.num_heads)
         q, k, v = (z.transpose(1, 2) for z in qkv.unbind(2))  # (B, H, N, E) views
-        x = self.attend(q, k, v, grid)  # (B, H, N, E)
+        x = self.attend(q if first is None else q[:, :, :first], k, v, grid)  # (B, H, n, E)
         return self.proj_drop(self.proj(rearrange(x, "b h n e -> b n (h e)")))
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
@@ -41,6 +45,8 @@ class FactorisedDotProductAttention(Attention):
 
     With an odd head count the temporal group gets floor(H/2) heads.
     """
+
+    queries_apart = False  # the token grid regroups every query
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, grid: tuple[int, int] | None) -> torch.Tensor:
         assert grid is not None, "factorised dot-product attention needs the (n_t, n_s) token grid"

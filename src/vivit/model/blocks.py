@@ -55,8 +55,13 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, mlp_dim, drop, approximate)
         self.drop_path = DropPath(drop_path)
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), grid))
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, first: int | None = None) -> torch.Tensor:
+        """`first` = n: the caller reads the first n output tokens alone, so only those are computed where the
+        attention allows (queries apart); the result is then (B, n, D)."""
+        if first is None or not self.attn.queries_apart:
+            x = x + self.drop_path(self.attn(self.norm1(x), grid))
+        else:
+            x = x[:, :first] + self.drop_path(self.attn(self.norm1(x), grid, first))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -98,7 +103,8 @@ class FactorisedSelfAttentionBlock(nn.Module):
         y = self.attn_time(rearrange(self.norm_time(x), "b (t s) d -> (b s) t d", t=t).contiguous())
         return x + self.drop_path(rearrange(y, "(b s) t d -> b (t s) d", b=x.shape[0]))
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, first: int | None = None) -> torch.Tensor:
+        """All tokens, whatever `first` (the temporal attention mixes every frame's tokens into each)."""
         assert grid is not None, "factorised self-attention needs the (n_t, n_s) token grid"
         t = grid[0]
         if self.order == "space_time":

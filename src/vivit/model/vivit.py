@@ -109,14 +109,15 @@ class ViViT(nn.Module):
         """(B, C, T, H, W) -> pooled feature (B, num_features)."""
         grid = self.token_grid(video)
         tokens = self.tokenizer(video)  # (B, n_t, n_s, D)
+        first = 1 if self.config.classifier in ("token", "0") else None  # the encoders' tokens `pool` reads
         if self.config.variant != "fe":
-            return self.pool(self.encoder(tokens.flatten(1, 2), grid))
+            return self.pool(self.encoder(tokens.flatten(1, 2), grid, first=first))
         # Model 2: the spatial encoder sees each frame alone; one token per frame goes on.
-        frames = self.spatial(rearrange(tokens, "b t s d -> (b t) s d"), grid[1:])
+        frames = self.spatial(rearrange(tokens, "b t s d -> (b t) s d"), grid[1:], first=first)
         frame_tokens = rearrange(self.pool(frames), "(b t) d -> b t d", b=video.shape[0])  # (B, n_t, D)
         if self.temporal is None:
             return frame_tokens.mean(dim=1)
-        return self.pool(self.temporal(self.temporal_proj(frame_tokens), grid[:1]))
+        return self.pool(self.temporal(self.temporal_proj(frame_tokens), grid[:1], first=first))
 
     def num_layers(self) -> int:
         """Blocks `forward_intermediates` indexes: the encoder's, or for Model 2 the spatial encoder's
