@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from vivit.allocator import keep_freed_memory
 from vivit.model.linear import onednn_gemm
 
 
@@ -18,13 +19,14 @@ precision = "fp32"  # of every forward and training step timed in this process; 
 
 
 def setup(threads: int, dtype: str = "fp32") -> None:
-    """Same numerics settings for every contender in the process: threads, denormals, and fp32 or
+    """Same settings for every contender in the process: threads, denormals, the allocator, and fp32 or
     bf16 autocast (matmuls and attention in bf16, the rest in fp32, as `run.precision=bf16` trains)."""
     global precision
     if dtype not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {dtype!r}")
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
+    keep_freed_memory()  # as the vivit commands run (vivit.allocator); for every contender of the process
     precision = dtype
 
 

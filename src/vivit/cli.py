@@ -11,6 +11,7 @@ import traceback
 import unicodedata
 from typing import Any
 
+from vivit.allocator import keep_freed_memory
 from vivit.errors import ConfigError, VivitError
 
 # sub-command -> (module, one-line help); a module is imported when the parser is built.
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    keep_freed_memory()  # large tensors reused, not page-faulted in again per block (vivit.allocator)
     try:
         code = int(importlib.import_module(args._module).run(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
