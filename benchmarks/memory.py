@@ -31,7 +31,7 @@ def measure(preset: str, checkpointing: bool, threads: int, precision: str = "fp
            "--overrides", json.dumps(overrides)]
     if checkpointing:
         cmd.append("--checkpointing")
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", VIVIT_MALLOC="system")  # RSS follows the live tensors
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 

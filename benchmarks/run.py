@@ -127,9 +127,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="results folder (default: results/MACHINE/; bf16 runs under bf16/ there, --quick "
                              "and --smoke runs under quick/ and smoke/)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: the four variants at ViViT-B and L in bf16 on the GPU (benchmarks/gpu.py)")
+    parser.add_argument("--batch", type=int, default=8, help="clips per step with --device cuda")
+    parser.add_argument("--frames", type=int, default=32, help="frames per clip with --device cuda")
     parser.add_argument("--part", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.device == "cuda":
+        import gpu
+
+        raise SystemExit(gpu.main(args.batch, args.frames, args.out, report.RESULTS))
     if args.out is None:  # a bf16, quick or smoke run never replaces the full fp32 run's results
         sub = Path("bf16" if args.precision == "bf16" else "") / ("smoke" if args.smoke else "quick" if args.quick else "")
         args.out = report.RESULTS / report.machine_slug() / sub

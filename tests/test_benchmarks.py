@@ -87,3 +87,40 @@ def test_each_machine_keeps_its_own_results_and_readme_block(tmp_path, monkeypat
     assert text.count("<!-- bench:start amd-family-26 -->") == 1 and text.count("<!-- bench:end intel-family-6-model-207 -->") == 1
     assert text.index("### Intel Xeon") < text.index("### AMD EPYC") < text.index("## After")
     assert report.machine_slug() and "/" not in report.machine_slug()
+
+
+GPU_TINY = dict(width=32, num_heads=4, depth=2, mlp_dim=64, image_size=32, tubelet=(2, 8, 8), temporal_depth=1)
+
+
+def test_gpu_benchmark_machinery_on_the_cpu():
+    """`run.py --device cuda`'s functions, device-agnostic: every variant measured, the SDPA kernel read off
+    the profiler and confirmed alone, MFU finite, DDP on a one-process (gloo, loopback) group."""
+    import gpu
+
+    result = gpu.run(torch.device("cpu"), batch=2, frames=4, sizes=("ti",), warmup=0, iters=1, **GPU_TINY)
+    assert [r["model"] for r in result["rows"]] == [f"vivit-ti-16x2-{v}" for v in gpu.VARIANTS]
+    for row in result["rows"]:
+        assert row["used"] == ["flash (CPU)"] and row["runs_restricted_to_it"] == {"flash (CPU)": True}
+        assert row["train_clips_per_s"] > 0 and 0 < row["forward_mfu"] < float("inf")
+        assert row["train_tokens_per_s"] == pytest.approx(row["train_clips_per_s"] * 2 * 4 * 4)
+    assert result["ddp"]["ddp_train_s"] > 0 and result["peak_used"] == "measured matmul"
+    assert "| vivit-ti-16x2-fsa | 2 |" in gpu.markdown(result)
+
+
+def test_gpu_benchmark_names_the_datasheet_peak_and_refuses_without_cuda(capsys):
+    import gpu
+
+    assert gpu.datasheet_tflops("NVIDIA H100 PCIe") == 756.0 and gpu.datasheet_tflops("NVIDIA H200") == 989.0
+    assert gpu.datasheet_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and gpu.datasheet_tflops("Some GPU") is None
+    if not torch.cuda.is_available():
+        assert gpu.main(8, 32, None, Path("unused")) == 2
+        assert capsys.readouterr().err.startswith("error: --device cuda needs a CUDA GPU")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_benchmark_on_cuda_uses_a_fused_attention_kernel():
+    import gpu
+
+    result = gpu.run(torch.device("cuda"), batch=2, frames=8, sizes=("ti",), warmup=1, iters=2)
+    for row in result["rows"]:
+        assert set(row["used"]) <= {"flash", "memory-efficient", "cudnn"} and all(row["runs_restricted_to_it"].values())
