@@ -155,7 +155,7 @@ def shares_hf(model_dir: Path, videos: list[Path], stride: int) -> dict[str, flo
     return {"decode_s": decode, "model_s": model}
 
 
-def report(result: dict) -> str:
+def markdown(result: dict) -> str:
     cpu, n, hf = result["cpu"], result["clips"], result["hf"]
     lines = [
         "# `vivit predict` end to end vs transformers' video-classification pipeline",
@@ -227,9 +227,9 @@ def main() -> None:
                   "hf": {"wall_s": statistics.median(walls["hf"]), **shares_hf(hf_dir, videos, stride)},
                   "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report(result))
+    args.out.write_text(markdown(result))
     args.out.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
-    print(report(result))
+    print(markdown(result))
 
 
 if __name__ == "__main__":

@@ -125,3 +125,13 @@ def test_gpu_benchmark_on_cuda_uses_a_fused_attention_kernel():
     result = gpu.run(torch.device("cuda"), batch=2, frames=8, sizes=("ti",), warmup=1, iters=2)
     for row in result["rows"]:
         assert set(row["used"]) <= {"flash", "memory-efficient", "cudnn"} and all(row["runs_restricted_to_it"].values())
+
+
+@pytest.mark.parametrize("script", ["predict_e2e.py", "inference.py", "timeline.py", "data_memory.py", "gelu.py"])
+def test_standalone_benchmark_scripts_start(script):
+    """The scripts `make bench` does not run parse their arguments (a name shadowing a module broke one)."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / script), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
