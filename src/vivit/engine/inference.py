@@ -1,10 +1,11 @@
 """A model made ready for inference once, before the first clip: weights cast to the inference dtype,
 linears quantised to int8, or the whole forward compiled and frozen (what `predict` and `eval` run).
 
-- `precision="bf16"`: every parameter and buffer is cast to bfloat16 once (LayerNorm and softmax then run
-  in bf16 with float accumulation, as PyTorch's CPU kernels do), instead of autocast casting each weight on
-  every call. On CPUs with AVX512-BF16 / AMX the GEMMs run on bf16 units; on CPUs without them bf16 is
-  emulated and slower than fp32 (see benchmarks/inference.py). fp16 keeps per-call autocast.
+- `precision="bf16"`: the weights of the matmuls (linears, the tubelet convolution) are cast to bfloat16 once,
+  instead of autocast casting each of them on every forward; the forward runs under bf16 autocast for the
+  rest, so LayerNorm, softmax statistics and the residual stream stay in fp32 as in bf16 training, and the
+  logits are those of plain autocast. On CPUs with AVX512-BF16 / AMX the GEMMs run on bf16 units; on CPUs
+  without them bf16 is emulated and slower than fp32 (see benchmarks/inference.py). fp16: autocast alone.
 - `quantize="int8"`: dynamic quantisation of every linear (int8 weights, per-batch int8 activations,
   fp32 elsewhere) with PyTorch's own x86/fbgemm kernels (`torch.ao.quantization`: VNNI on AVX-512 CPUs),
   CPU only; the top-1 agreement and logit drift against fp32 are measured by benchmarks/inference.py.
@@ -32,20 +33,27 @@ from vivit.model.vivit import unwrap_model
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 QUANTIZATIONS = ("int8",)
-CAST_DTYPES = {"bf16": torch.bfloat16}  # cast once; other lower precisions run under autocast
-AUTOCAST_ONLY = {"fp16": torch.float16}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CAST_ONCE = ("bf16",)  # matmul weights cast before the first clip; fp16 is cast by autocast per call
+MATMUL_LAYERS = (nn.Linear, nn.Conv2d, nn.Conv3d)  # what autocast runs in the lower precision
+
+
+def cast_matmul_weights(model: nn.Module, dtype: torch.dtype) -> None:
+    """Cast, in place, the weights and biases of `model`'s linears and convolutions: the tensors autocast would
+    cast to `dtype` on every call (LayerNorm, embeddings and tokens stay as they are)."""
+    for module in model.modules():
+        if isinstance(module, MATMUL_LAYERS):
+            module.to(dtype)
 
 
 class InferenceModel(nn.Module):
-    """Runs a prepared model on float videos and returns float32 logits: inputs cast to the weights' dtype
-    with autocast off (a caller's autocast would re-cast every op), or under autocast for fp16; `config`
-    is the underlying ViViT's."""
+    """Runs a prepared model on float videos and returns float32 logits: fp32 with autocast off (whatever the
+    caller's), or under the precision's autocast; `config` is the underlying ViViT's."""
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, autocast_dtype: torch.dtype | None,
-                 config: ViViTConfig, compiled: bool = False):
+    def __init__(self, model: nn.Module, autocast_dtype: torch.dtype | None, config: ViViTConfig,
+                 compiled: bool = False):
         super().__init__()
         self.model = model
-        self.dtype = dtype
         self.autocast_dtype = autocast_dtype
         self.config = config
         self.compiled = compiled
@@ -56,7 +64,7 @@ class InferenceModel(nn.Module):
         # eager: PyTorch's GELU kernel, whose first call costs no compile (see `aten_gelu`)
         with (torch.autocast(video.device.type, dtype=self.autocast_dtype or torch.bfloat16, enabled=enabled),
               nullcontext() if self.compiled else aten_gelu()):
-            return self.model(video.to(self.dtype)).float()
+            return self.model(video.float()).float()
 
 
 def quantize_linears(model: nn.Module) -> nn.Module:
@@ -80,8 +88,8 @@ def quantize_linears(model: nn.Module) -> nn.Module:
 
 def prepare_for_inference(model: nn.Module, precision: str = "fp32", *, compile: bool = False,
                           quantize: str | None = None) -> InferenceModel:
-    """`model` in eval mode, ready to classify (see the module docstring). bf16 casts `model`'s own
-    parameters in place; int8 quantises a copy."""
+    """`model` in eval mode, ready to classify (see the module docstring). bf16 casts `model`'s own matmul
+    weights in place; int8 quantises a copy."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision {precision!r} is not allowed; choose one of {list(PRECISIONS)}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -97,11 +105,11 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", *, compile:
     if precision == "bf16" and device.type == "cpu" and not backends.has_bf16_units():
         warnings.warn("this CPU lists neither AVX512-BF16 nor AMX: bf16 matmuls are emulated and slower than "
                       "fp32 here; --precision fp32 (or --quantize int8) is the faster choice", stacklevel=2)
-    dtype = CAST_DTYPES.get(precision, torch.float32)
-    model = model.to(dtype)
+    if precision in CAST_ONCE:
+        cast_matmul_weights(model, AUTOCAST_DTYPES[precision])
     if compile:
         model = torch.compile(model, dynamic=False, options={"freezing": True})
-    return InferenceModel(model, dtype, AUTOCAST_ONLY.get(precision), config, compiled=compile).eval()
+    return InferenceModel(model, AUTOCAST_DTYPES.get(precision), config, compiled=compile).eval()
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
