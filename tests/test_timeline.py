@@ -25,7 +25,7 @@ MEDIA = Path(__file__).parent / "fixtures" / "media"
 
 
 @pytest.mark.parametrize("name", ["rotate90.mp4", "vfr.mkv", "h264_bframes.avi", "truncated_mjpeg.avi",
-                                  "odd_321x241.mkv", "edit_list.mp4"])
+                                  "odd_321x241.mkv", "edit_list.mp4", "cut_faststart.mp4"])
 @pytest.mark.parametrize("size, step", [(None, 1), (24, 3)])
 def test_sequential_frames_are_read_clip_yuvs(name, size, step):
     frames = probe(MEDIA / name).frames
