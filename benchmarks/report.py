@@ -110,6 +110,12 @@ def markdown(r: dict) -> str:
                 target = SPEEDUP_TARGETS["vitpytorch", kind]
                 out.append(f"| {VITPYTORCH_NAMES[variant]} {kind} vs vit-pytorch, ViViT-B | {times(res[f'{kind}_ms'])} | "
                            f"{res[f'{kind}_speedup']:.2f}x | {target}x | {'yes' if res[f'{kind}_speedup'] >= target else 'no'} |")
+    alike = "; ".join(f"{VITPYTORCH_NAMES[variant]} {kind} {res[f'{kind}_ms']['ours, their choices']:.0f} ms, "
+                      f"{res[f'{kind}_speedup_alike']:.2f}x" for variant, res in r["vitpytorch"].items()
+                      for kind in ("forward", "train") if f"{kind}_speedup_alike" in res)
+    if alike:
+        out += ["", "Ours with vit-pytorch's choices (`qkv_bias=False, gelu_approximation=\"none\"`), what the "
+                f"official qkv bias and tanh GELU cost: {alike}."]
     diffs = ", ".join(f"{SIZE_NAMES[s]} {res['max_abs_diff']:.1e}" for s, res in r["hf"].items())
     out += ["", f"Logits of ours vs HF after weight conversion, max abs diff: {diffs}.", ""]
     v = r["variants"]
