@@ -178,9 +178,6 @@ def run(device: torch.device, batch: int, frames: int, variants=VARIANTS, sizes=
     rows = [measure_model(f"vivit-{size}-16x2-{variant}", batch, device, peak, warmup, iters,
                           num_frames=frames, num_classes=400, **overrides)
             for size in sizes for variant in variants]
-    for row in rows:
-        if "train_mfu" in row:
-            row["train_mfu_of_matmul"] = row["train_mfu"] * peak / measured
     ddp_model = vivit.create_model(f"vivit-{sizes[0]}-16x2-st", num_frames=frames, num_classes=400, **overrides).to(device)
     cfg = ddp_model.config
     video = torch.randn(batch, cfg.in_channels, cfg.num_frames, *cfg.image_size, device=device)

@@ -19,12 +19,10 @@ def machine_slug() -> str:
     """The CPU as a folder name, from /proc/cpuinfo's vendor, family and model (virtual machines often give
     every Xeon or EPYC the same model name): e.g. intel-family-6-model-207. Each machine's results live in
     their own folder and README block, so a run on one never replaces another's figures."""
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            name, _, value = line.partition(":")
-            fields.setdefault(name.strip(), value.strip())
-    except OSError:
+    from vivit.backends import cpuinfo
+
+    fields = cpuinfo()
+    if not fields:  # no /proc/cpuinfo
         import platform
 
         return re.sub(r"[^a-z0-9]+", "-", (platform.processor() or platform.machine()).lower()).strip("-")

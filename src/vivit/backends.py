@@ -50,7 +50,7 @@ def vivit_home() -> Path:
     return Path(os.environ.get("VIVIT_HOME") or Path.home() / ".cache" / "vivit")
 
 
-def _cpuinfo() -> dict[str, str]:
+def cpuinfo() -> dict[str, str]:
     """The first value of each /proc/cpuinfo field (empty where there is none)."""
     fields: dict[str, str] = {}
     try:
@@ -64,14 +64,14 @@ def _cpuinfo() -> dict[str, str]:
 
 def machine_key() -> str:
     """CPU identity (vendor, family, model, name), thread count and torch version: what the timing depends on."""
-    fields = _cpuinfo()
+    fields = cpuinfo()
     cpu = " / ".join(fields.get(k, "") for k in ("vendor_id", "cpu family", "model", "model name")).strip(" /")
     return f"{cpu or platform.processor() or platform.machine()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
 def cpu_flags() -> frozenset[str]:
     """The ISA flags /proc/cpuinfo lists (empty where there is none); a hypervisor may hide some."""
-    return frozenset(_cpuinfo().get("flags", "").split())
+    return frozenset(cpuinfo().get("flags", "").split())
 
 
 def has_bf16_units() -> bool:

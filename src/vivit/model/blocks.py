@@ -58,10 +58,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, first: int | None = None) -> torch.Tensor:
         """`first` = n: the caller reads the first n output tokens alone, so only those are computed where the
         attention allows (queries apart); the result is then (B, n, D)."""
-        if first is None or not self.attn.queries_apart:
-            x = x + self.drop_path(self.attn(self.norm1(x), grid))
-        else:
-            x = x[:, :first] + self.drop_path(self.attn(self.norm1(x), grid, first))
+        first = first if self.attn.queries_apart else None
+        residual = x if first is None else x[:, :first]  # no slice (and its backward copy) for every token
+        x = residual + self.drop_path(self.attn(self.norm1(x), grid, first))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
