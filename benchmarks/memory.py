@@ -25,10 +25,10 @@ from timing import PRECISIONS, setup, train_step_fn
 from vivit.profile import peak_memory
 
 
-def measure(preset: str, checkpointing: bool, threads: int, precision: str = "fp32", **overrides) -> dict:
+def measure(preset: str, checkpointing: bool, threads: int, precision: str = "fp32", batch: int = 1, **overrides) -> dict:
     """Run the step in a child process and return its figures (MiB)."""
     cmd = [sys.executable, __file__, preset, "--threads", str(threads), "--precision", precision,
-           "--overrides", json.dumps(overrides)]
+           "--batch", str(batch), "--overrides", json.dumps(overrides)]
     if checkpointing:
         cmd.append("--checkpointing")
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", VIVIT_MALLOC="system")  # RSS follows the live tensors
@@ -36,17 +36,17 @@ def measure(preset: str, checkpointing: bool, threads: int, precision: str = "fp
     return json.loads(out.strip().splitlines()[-1])
 
 
-def child(preset: str, checkpointing: bool, overrides: dict) -> dict:
+def child(preset: str, checkpointing: bool, overrides: dict, batch: int = 1) -> dict:
     model = vivit.create_model(preset, **overrides)
     model.set_grad_checkpointing(checkpointing)
     cfg = model.config
-    video = torch.randn(1, cfg.in_channels, cfg.num_frames, *cfg.image_size)
-    step = train_step_fn(model, lambda: model(video), torch.zeros(1, dtype=torch.long))
+    video = torch.randn(batch, cfg.in_channels, cfg.num_frames, *cfg.image_size)
+    step = train_step_fn(model, lambda: model(video), torch.zeros(batch, dtype=torch.long))
     start = time.perf_counter()
     with peak_memory(torch.device("cpu")) as mem:
         step()
     step_ms = (time.perf_counter() - start) * 1e3
-    return {"preset": preset, "overrides": overrides, "checkpointing": checkpointing, "step_ms": step_ms,
+    return {"preset": preset, "overrides": overrides, "batch": batch, "checkpointing": checkpointing, "step_ms": step_ms,
             "step_peak_mb": mem["peak_mb"], "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -54,12 +54,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("preset")
     parser.add_argument("--checkpointing", action="store_true")
+    parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--overrides", default="{}", help="JSON dict of create_model overrides")
     args = parser.parse_args()
     setup(args.threads, args.precision)
-    print(json.dumps(child(args.preset, args.checkpointing, json.loads(args.overrides))))
+    print(json.dumps(child(args.preset, args.checkpointing, json.loads(args.overrides), args.batch)))
 
 
 if __name__ == "__main__":
