@@ -109,3 +109,34 @@ def test_from_options_are_refused_with_to(tmp_path, capsys):
     src = checkpoint(tmp_path / "ckpt.pt", random_model())
     assert main(["convert", "--to", "hf", str(src), str(tmp_path / "hf"), "--frames", "4"]) == 2
     assert "--frames" in capsys.readouterr().err and not (tmp_path / "hf").exists()
+
+
+@torch.no_grad()
+def test_a_model_without_qkv_bias_loads_in_transformers(tmp_path):
+    """qkv_bias=False: transformers' VivitConfig(qkv_bias=False) has q/k/v projections without bias."""
+    model = random_model(qkv_bias=False)
+    src = save_pretrained(model, tmp_path / "ours", labels=CLASSES)
+    assert main(["convert", "--to", "hf", str(src), str(tmp_path / "hf")]) == 0
+    ref, info = VivitForVideoClassification.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert ref.config.qkv_bias is False and ref.vivit.layers[0].attention.q_proj.bias is None
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    pixel_values = torch.randn(2, 8, 3, 16, 16)
+    torch.testing.assert_close(ref.eval()(pixel_values=pixel_values).logits, model(pixel_values.transpose(1, 2)),
+                               atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_a_transformers_folder_keeps_its_class_names(tmp_path):
+    """id2label of a transformers folder are the class names of predict/eval and of a convert --to hf round trip."""
+    from transformers import VivitConfig
+
+    from vivit.engine.checkpoint import load_model
+
+    config = VivitConfig(image_size=16, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64, id2label=dict(enumerate(CLASSES)),
+                         label2id={c: i for i, c in enumerate(CLASSES)})
+    torch.manual_seed(0)
+    VivitForVideoClassification(config).save_pretrained(tmp_path / "theirs")
+    assert load_model(tmp_path / "theirs").classes == CLASSES
+    assert main(["convert", "--to", "hf", str(tmp_path / "theirs"), str(tmp_path / "back")]) == 0
+    assert VivitForVideoClassification.from_pretrained(tmp_path / "back").config.id2label == dict(enumerate(CLASSES))

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from transformers import VivitConfig, VivitForVideoClassification, VivitModel
@@ -123,3 +125,56 @@ def test_foreign_keys_raise():
 def test_image_vit_config_is_refused():
     with pytest.raises(ConfigError, match="model_type='vit'"):
         hf.config_from_hf({"model_type": "vit", "hidden_size": 64})
+
+
+@pytest.mark.parametrize("given", ["folder", "index file"])
+@torch.no_grad()
+def test_sharded_safetensors_checkpoint(tmp_path, given):
+    """transformers' `save_pretrained(max_shard_size=...)`: model.safetensors.index.json + shards."""
+    ref = hf_model()
+    ref.save_pretrained(tmp_path, max_shard_size="20KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert len(set(index["weight_map"].values())) > 1 and not (tmp_path / "model.safetensors").exists()
+    model = hf.from_hf(tmp_path if given == "folder" else tmp_path / "model.safetensors.index.json")
+    x = pixels()
+    assert torch.allclose(model(x.transpose(1, 2)), ref(pixel_values=x).logits, atol=1e-5, rtol=0)
+
+
+def bin_shards(folder, ref) -> list[str]:
+    """transformers' legacy sharded layout, spelled out: pytorch_model-0000i-of-00002.bin (torch.save state dicts)
+    and pytorch_model.bin.index.json {"metadata": {"total_size"}, "weight_map": {tensor: shard}}."""
+    ref.config.save_pretrained(folder)
+    sd = ref.state_dict()
+    keys = list(sd)
+    parts = {"pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+             "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2:]}
+    for name, part in parts.items():
+        torch.save({k: sd[k] for k in part}, folder / name)
+    index = {"metadata": {"total_size": sum(v.numel() * v.element_size() for v in sd.values())},
+             "weight_map": {k: name for name, part in parts.items() for k in part}}
+    (folder / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return list(parts)
+
+
+@torch.no_grad()
+def test_sharded_pytorch_bin_checkpoint(tmp_path):
+    ref = hf_model()
+    bin_shards(tmp_path, ref)
+    x = pixels()
+    expected = ref(pixel_values=x).logits
+    theirs = VivitForVideoClassification.from_pretrained(tmp_path).eval()  # the fixture is what transformers reads
+    assert torch.allclose(theirs(pixel_values=x).logits, expected, atol=1e-6, rtol=0)
+    model = hf.from_hf(tmp_path)
+    assert torch.allclose(model(x.transpose(1, 2)), expected, atol=1e-5, rtol=0)
+
+
+def test_a_missing_or_foreign_shard_is_named(tmp_path):
+    shards = bin_shards(tmp_path, hf_model())
+    (tmp_path / shards[1]).unlink()
+    with pytest.raises(FileNotFoundError, match=f"names shard {shards[1]}, which is not in"):
+        hf.from_hf(tmp_path)
+    index = json.loads((tmp_path / "pytorch_model.bin.index.json").read_text())
+    index["weight_map"]["classifier.bias"] = "../elsewhere.bin"
+    (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    with pytest.raises(VivitError, match="names shard '../elsewhere.bin', not a weights file name beside the index"):
+        hf.from_hf(tmp_path)

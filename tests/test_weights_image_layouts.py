@@ -228,6 +228,9 @@ def sources(tmp_path):
     pooler = ["pooler.dense.bias", "pooler.dense.weight"]
     VIT.save_pretrained(tmp_path / "hf")  # transformers 5.x writes its files with the 4.x names
     out["hf save_pretrained"] = (str(tmp_path / "hf"), "hf-v4", pooler)
+    VIT.save_pretrained(tmp_path / "hf sharded", max_shard_size="20KB")  # model.safetensors.index.json + shards
+    assert (tmp_path / "hf sharded" / "model.safetensors.index.json").is_file()
+    out["hf sharded"] = (str(tmp_path / "hf sharded"), "hf-v4", pooler)
     VIT.save_pretrained(tmp_path / "hf5")
     save_file(HF, str(tmp_path / "hf5" / "model.safetensors"))  # the 5.x in-memory names, config.json beside
     out["hf-v5 folder"] = (str(tmp_path / "hf5"), "hf-v5", pooler)
@@ -238,7 +241,7 @@ def sources(tmp_path):
 
 LAYOUT_CASES = ["vit-npz", "vit-npz opt/target/", "vit-npz params/", "linen", "linen params/", "big_vision",
                 "big_vision scan", "big_vision 2021", "scenic npz", "scenic msgpack optimizer", "scenic msgpack params",
-                "timm safetensors", "hf save_pretrained", "hf-v5 folder", "hf-v5 module", "hf-v4 classifier"]
+                "timm safetensors", "hf save_pretrained", "hf sharded", "hf-v5 folder", "hf-v5 module", "hf-v4 classifier"]
 
 
 def frames(n: int) -> torch.Tensor:

@@ -108,10 +108,12 @@ def test_pickles_are_refused_except_weights_only(tmp_path):
         read_state_dict(tmp_path / "x.pkl")
 
 
-def test_cli_convert_hf_folder(tmp_path, capsys):
+@pytest.mark.parametrize("sharded", [False, True], ids=["one file", "sharded"])
+def test_cli_convert_hf_folder(tmp_path, capsys, sharded):
     ref = hf_model()
     ref.config.id2label = {i: f"class{i}" for i in range(5)}
-    ref.save_pretrained(tmp_path / "hf")
+    ref.save_pretrained(tmp_path / "hf", **({"max_shard_size": "20KB"} if sharded else {}))
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file() == sharded
     assert main(["convert", "--from", "hf", str(tmp_path / "hf"), str(tmp_path / "out"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)["report"]
     assert report["unexpected"] == [] and len(report["used"]) == len(ref.state_dict())

@@ -6,11 +6,14 @@ checkpoints written as Flax writes them, with the Scenic parameter names spelled
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import io
 import json
+import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -228,15 +231,16 @@ def test_unknown_names_suggest_close_ones(zoo):
         vivit.load_pretrained("vivit-b-16x2-kinetic400")
 
 
-def tiny_transformers_vivit(folder: Path):
-    """A tiny `transformers.VivitForVideoClassification`, saved by transformers itself into `folder`."""
+def tiny_transformers_vivit(folder: Path, **save: Any):
+    """A tiny `transformers.VivitForVideoClassification`, saved by transformers itself into `folder`
+    (`save`: save_pretrained options, e.g. max_shard_size)."""
     transformers = pytest.importorskip("transformers")
     config = transformers.VivitConfig(image_size=16, num_frames=8, tubelet_size=[2, 8, 8], hidden_size=32,
                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
                                       id2label={0: "walking", 1: "running"}, label2id={"walking": 0, "running": 1})
     torch.manual_seed(0)
     model = transformers.VivitForVideoClassification(config).eval()
-    model.save_pretrained(folder)
+    model.save_pretrained(folder, **save)
     return model
 
 
@@ -267,6 +271,55 @@ def test_hugging_face_entries_load_with_transformers_logits(zoo, tmp_path, monke
     with torch.no_grad():
         torch.testing.assert_close(model(pixel_values.transpose(1, 2)), reference(pixel_values=pixel_values).logits,
                                    atol=1e-5, rtol=1e-4)
+
+
+def hub_snapshot(monkeypatch, remote: Path, local: Path) -> list[list[str]]:
+    """`huggingface_hub.snapshot_download` serving the files of `remote` that match `allow_patterns` (fnmatch, as
+    huggingface_hub) into the snapshot folder `local`; returns the patterns of each call."""
+    hub = pytest.importorskip("huggingface_hub")
+    calls: list[list[str]] = []
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str], local_files_only: bool = False) -> str:
+        calls.append(list(allow_patterns))
+        local.mkdir(parents=True, exist_ok=True)
+        for file in remote.iterdir():
+            if any(fnmatch.fnmatch(file.name, pattern) for pattern in allow_patterns):
+                shutil.copy(file, local / file.name)
+        return str(local)
+
+    monkeypatch.setattr(hub, "snapshot_download", snapshot_download)
+    return calls
+
+
+@torch.no_grad()
+def test_a_sharded_hub_repo_fetches_its_index_then_the_shards_it_names(zoo, tmp_path, monkeypatch):
+    remote = tmp_path / "remote"
+    reference = tiny_transformers_vivit(remote, max_shard_size="20KB")
+    (remote / "flax_model.msgpack").write_bytes(b"not needed")
+    shards = sorted(set(json.loads((remote / "model.safetensors.index.json").read_text())["weight_map"].values()))
+    assert len(shards) > 1
+    calls = hub_snapshot(monkeypatch, remote, tmp_path / "snapshot")
+    zoo(**{"someone/sharded": {"format": "hf", "url": "someone/sharded", "labels": ["walking", "running"]}})
+    model = vivit.load_pretrained("someone/sharded", quiet=True)
+    assert "model.safetensors.index.json" in calls[0] and "config.json" in calls[0] and calls[1:] == [shards]
+    assert sorted(p.name for p in (tmp_path / "snapshot").iterdir()) == sorted(
+        ["config.json", "model.safetensors.index.json", *shards])
+    pixel_values = torch.randn(2, 8, 3, 16, 16)
+    torch.testing.assert_close(model(pixel_values.transpose(1, 2)), reference(pixel_values=pixel_values).logits,
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("file", ["model.safetensors", "model.safetensors.index.json"])
+@torch.no_grad()
+def test_load_pretrained_takes_a_transformers_weights_file(tmp_path, file):
+    """A weights file beside transformers' config.json (model_type) is read as the HF ViViT it is."""
+    shard = {"max_shard_size": "20KB"} if file.endswith(".index.json") else {}
+    reference = tiny_transformers_vivit(tmp_path / "hf", **shard)
+    model = vivit.load_pretrained(tmp_path / "hf" / file)
+    assert model.labels == ["walking", "running"]
+    pixel_values = torch.randn(2, 8, 3, 16, 16)
+    torch.testing.assert_close(model(pixel_values.transpose(1, 2)), reference(pixel_values=pixel_values).logits,
+                               atol=1e-5, rtol=1e-4)
 
 
 def test_a_hub_repo_missing_from_the_offline_cache_is_a_clear_error(zoo, tmp_path, monkeypatch):

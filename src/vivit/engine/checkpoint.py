@@ -104,11 +104,11 @@ def load_model(path: str | Path, quiet: bool = False) -> LoadedModel:
 
 
 def _load_pretrained_folder(path: Path) -> LoadedModel:
+    """Our folder (class names from labels.txt) or a transformers folder (from its config's id2label)."""
     import vivit
-    from vivit.weights.store import load_labels
 
     model = vivit.load_pretrained(path)
-    classes = load_labels(path) or [str(i) for i in range(model.config.num_classes)]
+    classes = model.labels or [str(i) for i in range(model.config.num_classes)]
     train_config = path / TRAIN_CONFIG_FILE  # written by `vivit train` beside its best weights
     config = yaml.safe_load(read_text(train_config)) if train_config.is_file() else {}
     return LoadedModel(model.eval(), classes, config)

@@ -82,10 +82,13 @@ def hf_to_timm(sd: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
 
 
 def timm_to_hf(sd: Mapping[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
-    """Timm layout -> HF 5.x encoder keys (the inverse of `hf_to_timm`)."""
+    """Timm layout -> HF 5.x encoder keys (the inverse of `hf_to_timm`); a qkv_bias=False model has no
+    q/k/v biases (transformers' `VivitConfig(qkv_bias=False)` builds its q/k/v projections without)."""
     out = {hf: sd[timm] for hf, timm in _table(depth).items()}
     for i in range(depth):
         for p in ("weight", "bias"):
+            if p == "bias" and f"blocks.{i}.attn.qkv.bias" not in sd:
+                continue
             for name, chunk in zip(QKV_V5, sd[f"blocks.{i}.attn.qkv.{p}"].chunk(3), strict=True):
                 out[f"layers.{i}.{name}.{p}"] = chunk
     return out
@@ -205,7 +208,7 @@ def load_hf(src: Any, config: Any = None, **overrides: Any) -> tuple[ViViT, Load
 def from_hf(src: Any, config: Any = None, **overrides: Any) -> ViViT:
     """A ViViT (Model 1) from HF ViViT weights: a `VivitModel`/`VivitForVideoClassification`, its state
     dict (with `config`), a downloaded folder (config.json + model.safetensors or pytorch_model.bin,
-    read with weights_only=True) or a weights file. Overrides (e.g. `num_frames=16`) adapt the model."""
+    read with weights_only=True, or their sharded `*.index.json` + shards) or a weights file. Overrides (e.g. `num_frames=16`) adapt the model."""
     return load_hf(src, config, **overrides)[0]
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from vivit.errors import VivitError
 from vivit.weights import hf, scenic
-from vivit.weights.store import PICKLE_SUFFIXES, block_depth, read_state_dict, sibling_config
+from vivit.weights.store import INDEX_SUFFIX, PICKLE_SUFFIXES, block_depth, read_state_dict, sibling_config
 
 # Image-classifier parts of the PyTorch layouts (and HF's masked-image token) that a video model leaves unused.
 IGNORABLE = ("head", "fc_norm", "pre_logits", "pooler", "classifier", "attn_pool", "embeddings.mask_token")
@@ -215,9 +215,11 @@ def _load(source: Any) -> tuple[str, dict[str, Any], int | None]:
     path = Path(source)
     if path.is_file() and path.suffix in MSGPACK_SUFFIXES:
         return str(path), scenic.flatten(scenic.params_of(scenic.restore_checkpoint(path))), None
-    if path.is_file() and path.suffix not in (".npz", ".safetensors", *PICKLE_SUFFIXES):
+    readable = path.suffix in (".npz", ".safetensors", *PICKLE_SUFFIXES) or path.name.endswith(INDEX_SUFFIX)
+    if path.is_file() and not readable:
         raise VivitError(f"{path}: unknown weights format {path.suffix!r}; image ViTs are read from .npz, "
-                         f".safetensors, {', '.join(PICKLE_SUFFIXES)} or a Flax msgpack checkpoint (no suffix)")
+                         f".safetensors, {', '.join(PICKLE_SUFFIXES)}, a sharded checkpoint's *{INDEX_SUFFIX} or a Flax msgpack "
+                         "checkpoint (no suffix)")
     return str(path), read_state_dict(path), (sibling_config(path) or {}).get("num_attention_heads")
 
 

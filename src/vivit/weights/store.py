@@ -34,7 +34,9 @@ from vivit.model.vivit import ViViT, unwrap_model
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
-WEIGHT_FILES = (WEIGHTS_FILE, "pytorch_model.bin")  # looked up in this order inside a folder
+INDEX_SUFFIX = ".index.json"  # a sharded checkpoint: `<name>.index.json` maps each tensor to its shard file
+# Looked up in this order inside a folder (as transformers' `from_pretrained`: single file before index).
+WEIGHT_FILES = (WEIGHTS_FILE, WEIGHTS_FILE + INDEX_SUFFIX, "pytorch_model.bin", "pytorch_model.bin" + INDEX_SUFFIX)
 
 
 @dataclass
@@ -137,17 +139,54 @@ def load_state_dict(
     return report
 
 
+def weights_file(folder: str | Path) -> Path:
+    """The weights a folder holds, first found of `WEIGHT_FILES` (a sharded checkpoint by its index)."""
+    folder = Path(folder)
+    found = [folder / f for f in WEIGHT_FILES if (folder / f).exists()]
+    if not found:
+        raise FileNotFoundError(f"no weights in {folder}: expected one of {list(WEIGHT_FILES)}")
+    return found[0]
+
+
+def read_index(index: str | Path) -> dict[str, str]:
+    """The weight_map (tensor name -> shard file) of a sharded checkpoint's `*.index.json`, as transformers'
+    `save_pretrained(max_shard_size=...)` writes it; every shard is a weights file beside the index."""
+    index = Path(index)
+    data = read_json(index)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise VivitError(f"{index} has no weight_map (tensor name -> shard file): not a sharded checkpoint index")
+    for shard in set(weight_map.values()):
+        plain = isinstance(shard, str) and Path(shard).name == shard and shard not in (".", "..")
+        if not plain or shard.endswith(INDEX_SUFFIX):
+            raise VivitError(f"{index}: weight_map names shard {shard!r}, not a weights file name beside the index")
+    return weight_map
+
+
+def _read_sharded(index: Path) -> dict[str, torch.Tensor]:
+    """Every shard an index names, merged; each tensor must be in the shard the weight_map gives."""
+    weight_map = read_index(index)
+    shards = {}
+    for name in sorted(set(weight_map.values())):
+        if not (index.parent / name).is_file():
+            raise FileNotFoundError(f"{index} names shard {name}, which is not in {index.parent}")
+        shards[name] = read_state_dict(index.parent / name)
+    absent = [f"{key} (in {shard})" for key, shard in weight_map.items() if key not in shards[shard]]
+    if absent:
+        raise VivitError(f"{index}: {len(absent)} tensor(s) of the weight_map are not in their shard: {absent[:4]}")
+    return {key: shards[shard][key] for key, shard in weight_map.items()}
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read tensors from .safetensors, .npz (no pickles) or a PyTorch file through
-    `torch.load(weights_only=True)`; a folder is searched for model.safetensors, then pytorch_model.bin."""
+    """Read tensors from .safetensors, .npz (no pickles), a PyTorch file through `torch.load(weights_only=True)`,
+    or a sharded checkpoint's `*.index.json` (its shards merged); a folder is searched for `WEIGHT_FILES`."""
     path = Path(path)
     if path.is_dir():
-        found = [path / f for f in WEIGHT_FILES if (path / f).exists()]
-        if not found:
-            raise FileNotFoundError(f"no weights in {path}: expected one of {list(WEIGHT_FILES)}")
-        path = found[0]
+        path = weights_file(path)
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.name.endswith(INDEX_SUFFIX):
+        return _read_sharded(path)
     if path.suffix == ".safetensors":
         try:
             return load_file(str(path))
@@ -158,8 +197,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return {k: torch.from_numpy(np.asarray(npz[k])) for k in npz.files}
     if path.suffix in PICKLE_SUFFIXES:
         return _unwrap(torch_load(path, "weights"), path)
-    raise VivitError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .npz or "
-                     f"{', '.join(PICKLE_SUFFIXES)} (read with weights_only=True)")
+    raise VivitError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .npz, "
+                     f"{', '.join(PICKLE_SUFFIXES)} (read with weights_only=True) or a sharded checkpoint's "
+                     f"*{INDEX_SUFFIX}")
 
 
 def torch_load(path: Path, what: str) -> Any:

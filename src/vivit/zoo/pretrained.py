@@ -32,7 +32,8 @@ from vivit.zoo.registry import ModelEntry, Preprocess, get_entry, load_registry,
 
 PREPROCESS_FILE = "preprocess.json"
 SOURCE_FILE = "zoo_source.json"
-HF_FILES = ["config.json", "model.safetensors", "pytorch_model.bin"]  # what a ViViT needs from a Hub repo
+# What a ViViT needs from a Hub repo: its config and weights, a sharded checkpoint's index (its shards come next).
+HF_FILES = [store.CONFIG_FILE, *store.WEIGHT_FILES]
 SOURCE_FIELDS = ("format", "url", "variant", "frames", "labels", "size", "sha256")
 
 
@@ -117,7 +118,8 @@ def _check_converted(entry: ModelEntry, model: ViViT, labels: list[str]) -> None
 
 
 def _hf_folder(repo: str) -> Path:
-    """A Hub repo's files through huggingface_hub (HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE apply), or a folder."""
+    """A Hub repo's files through huggingface_hub (HF_HOME, HF_ENDPOINT, HF_HUB_OFFLINE apply), or a folder.
+    `HF_FILES` first; when the weights are a sharded checkpoint, its index is read and the shards it names follow."""
     if Path(repo).expanduser().is_dir():
         return Path(repo).expanduser()
     try:
@@ -126,12 +128,24 @@ def _hf_folder(repo: str) -> Path:
         raise VivitError(f"{repo} is on the Hugging Face Hub, which needs huggingface_hub: "
                          "pip install 'vivit[hub]'") from None
     local_only = download.offline() or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes")
+
+    def snapshot(patterns: list[str]) -> Path:
+        try:
+            return Path(snapshot_download(repo, allow_patterns=patterns, local_files_only=local_only))
+        except Exception as e:  # huggingface_hub raises its own types (cache miss offline, 404, network)
+            detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            where = " (offline: only the local Hugging Face cache was searched)" if local_only else ""
+            raise VivitError(f"could not get {repo} from the Hugging Face Hub{where}: "
+                             f"{type(e).__name__}: {detail}") from None
+
+    folder = snapshot(HF_FILES)
     try:
-        return Path(snapshot_download(repo, allow_patterns=HF_FILES, local_files_only=local_only))
-    except Exception as e:  # huggingface_hub raises its own types (cache miss offline, 404, network)
-        detail = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        where = " (offline: only the local Hugging Face cache was searched)" if local_only else ""
-        raise VivitError(f"could not get {repo} from the Hugging Face Hub{where}: {type(e).__name__}: {detail}") from None
+        weights = store.weights_file(folder)
+    except FileNotFoundError as e:
+        raise VivitError(f"{repo} on the Hugging Face Hub: {e}") from None
+    if weights.name.endswith(store.INDEX_SUFFIX):
+        folder = snapshot(sorted(set(store.read_index(weights).values())))
+    return folder
 
 
 def _convert(entry: ModelEntry, quiet: bool) -> tuple[ViViT, list[str] | None, Path | None]:
@@ -281,8 +295,9 @@ def attach(model: ViViT, labels: list[str] | None, preprocess: Preprocess | None
 
 def load_pretrained(spec: str | Path, *, quiet: bool = False, **overrides: Any) -> ViViT:
     """A pretrained ViViT from a registry NAME (`vivit models`), a model FOLDER, or a weights FILE
-    (.safetensors beside its config.json, or a `vivit train` checkpoint .pt), with `model.labels` and
-    `model.preprocess` attached. Overrides adapt the config, e.g. `num_frames=16` or `num_classes=10`
+    (.safetensors or a sharded checkpoint's .index.json beside our or transformers' config.json, a HF
+    pytorch_model.bin beside transformers' config.json, or a `vivit train` checkpoint .pt), with
+    `model.labels` and `model.preprocess` attached. Overrides adapt the config, e.g. `num_frames=16` or `num_classes=10`
     (a fresh head); a registry model is downloaded and converted once, then read from the cache."""
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -294,8 +309,13 @@ def load_pretrained(spec: str | Path, *, quiet: bool = False, **overrides: Any) 
 
 
 def _load_file(path: Path, **overrides: Any) -> ViViT:
-    if path.suffix == ".safetensors":
-        config = store.sibling_config(path)
+    weights = path.suffix == ".safetensors" or path.name.endswith(store.INDEX_SUFFIX)
+    config = store.sibling_config(path) if weights or path.suffix == ".bin" else None
+    if config is not None and "model_type" in config:  # transformers' config.json: a HF ViViT's weights
+        from vivit.weights import hf
+
+        return attach(hf.load_hf(path, **overrides)[0], hf.labels_from_hf(config), None)
+    if weights:
         if config is None:
             raise VivitError(f"{path}: no {store.CONFIG_FILE} beside it, so the model cannot be built")
         model = store.build(ViViTConfig.from_dict(config), store.read_state_dict(path), str(path), **overrides)[0]
