@@ -178,3 +178,35 @@ def test_a_missing_or_foreign_shard_is_named(tmp_path):
     (tmp_path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
     with pytest.raises(VivitError, match="names shard '../elsewhere.bin', not a weights file name beside the index"):
         hf.from_hf(tmp_path)
+
+
+def test_config_fields_left_out_take_transformers_defaults():
+    """A hand-written config.json: transformers fills what it leaves out from VivitConfig's defaults."""
+    written = {"model_type": "vivit", "num_frames": 8, "image_size": 32, "tubelet_size": [2, 8, 8]}
+    ours = hf.config_from_hf(written)
+    theirs = VivitConfig(**{k: v for k, v in written.items() if k != "model_type"})
+    assert (ours.width, ours.depth, ours.num_heads, ours.mlp_dim) == (theirs.hidden_size, theirs.num_hidden_layers,
+                                                                      theirs.num_attention_heads, theirs.intermediate_size)
+    assert (ours.width, ours.depth, ours.num_heads, ours.mlp_dim) == (768, 12, 12, 3072)
+    assert (ours.layer_norm_eps, ours.qkv_bias, ours.gelu_approximation) == (theirs.layer_norm_eps, True, "tanh")
+    with pytest.raises(ConfigError, match="HF config field num_labels=-2 is not"):
+        hf.config_from_hf({**written, "num_labels": -2})
+
+
+@pytest.mark.parametrize("field, value", [("hidden_size", "64"), ("tubelet_size", [2, 8]), ("hidden_act", "relu"),
+                                          ("qkv_bias", "yes"), ("num_frames", None), ("layer_norm_eps", -1),
+                                          ("hidden_dropout_prob", 1.5)])
+def test_a_bad_config_field_is_one_error_line_naming_it(tmp_path, capsys, field, value):
+    from vivit.cli import main
+
+    ref = hf_model()
+    ref.save_pretrained(tmp_path / "hf")
+    capsys.readouterr()  # transformers' progress bar
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    config[field] = value
+    (tmp_path / "hf" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match=f"HF config field {field}="):
+        hf.config_from_hf(config)
+    assert main(["convert", "--from", "hf", str(tmp_path / "hf"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and field in err and "\n" not in err

@@ -145,3 +145,22 @@ def test_cli_convert_scenic_and_image_vit(tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main(["convert", "--from", "hf", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+@pytest.mark.parametrize("variant", ["st", "fe"])
+def test_cli_convert_scenic_missing_tensor_is_one_error_line(tmp_path, capsys, variant):
+    """A tree lacking a tensor the converter needs (the config reads some, the conversion the rest)."""
+    for missing in ("Transformer/encoderblock_0/MlpBlock_0/Dense_0/kernel" if variant == "st" else
+                    "SpatialTransformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel",
+                    "Transformer/encoder_norm/scale" if variant == "st" else "TemporalTransformer/encoder_norm/bias"):
+        tree = official_tree(variant)
+        node = tree
+        *parents, leaf = missing.split("/")
+        for name in parents:
+            node = node[name]
+        del node[leaf]
+        (tmp_path / "ckpt").write_bytes(msgpack.packb({"optimizer": {"target": _encode(tree)}}))
+        assert main(["convert", "--from", "scenic", str(tmp_path / "ckpt"), str(tmp_path / "out"),
+                     "--source-frames", str(FRAMES)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == f"error: {tmp_path / 'ckpt'}: missing tensor {missing}"

@@ -102,24 +102,67 @@ def timm_to_ours(sd: Mapping[str, torch.Tensor], encoder: str = "encoder") -> di
     return {rename(k): v for k, v in sd.items()}
 
 
+# What transformers assumes for a field config.json leaves out: the defaults of its `VivitConfig`
+# (transformers/models/vivit/configuration_vivit.py, class VivitConfig: the google/vivit-b-16x2-kinetics400 sizes).
+HF_DEFAULTS: dict[str, Any] = {
+    "image_size": 224, "num_frames": 32, "tubelet_size": [2, 16, 16], "num_channels": 3, "hidden_size": 768,
+    "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "hidden_act": "gelu_fast",
+    "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-6, "qkv_bias": True,
+}
+
+
+def _count(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# HF field -> (valid?, what it must be) for the fields that are not positive integers.
+HF_CHECKS = {
+    "image_size": (lambda v: _count(v) or (isinstance(v, (list, tuple)) and len(v) == 2 and all(map(_count, v))),
+                   "a positive integer (or [height, width])"),
+    "tubelet_size": (lambda v: isinstance(v, (list, tuple)) and len(v) == 3 and all(map(_count, v)),
+                     "[t, h, w] of positive integers"),
+    "hidden_act": (lambda v: isinstance(v, str) and v in HF_ACTIVATIONS, f"one of {sorted(HF_ACTIVATIONS)}"),
+    "hidden_dropout_prob": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "attention_probs_dropout_prob": (lambda v: _number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "layer_norm_eps": (lambda v: _number(v) and v > 0, "a positive number"),
+    "qkv_bias": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _hf_field(c: Mapping[str, Any], name: str) -> Any:
+    """Field `name` of a HF config dict, transformers' default when absent; a bad value is a ConfigError naming it."""
+    value = c.get(name, HF_DEFAULTS[name])
+    valid, what = HF_CHECKS.get(name, (_count, "a positive integer"))
+    if not valid(value):
+        raise ConfigError(f"HF config field {name}={value!r} is not {what}; fix config.json (or leave the field out "
+                          f"for transformers' default {HF_DEFAULTS[name]!r})")
+    return value
+
+
 def config_from_hf(hf_config: Any, num_classes: int | None = None) -> ViViTConfig:
-    """Our config for a HF `VivitConfig` (object or dict): sizes, tubelet, frames, qkv bias, eps, GELU."""
+    """Our config for a HF `VivitConfig` (object or dict): sizes, tubelet, frames, qkv bias, eps, GELU. Fields
+    left out take transformers' `VivitConfig` defaults (`HF_DEFAULTS`), as `from_pretrained` does."""
     c = hf_config if isinstance(hf_config, Mapping) else hf_config.to_dict()
     if c.get("model_type", "vivit") != "vivit":
         raise ConfigError(f"HF config has model_type={c['model_type']!r}; expected 'vivit' (for image ViTs use image_vit)")
-    act = c.get("hidden_act", "gelu_fast")
-    if act not in HF_ACTIVATIONS:
-        raise ConfigError(f"HF hidden_act={act!r} has no counterpart; supported: {sorted(HF_ACTIVATIONS)}")
+    f = {name: _hf_field(c, name) for name in HF_DEFAULTS}
     if num_classes is None:
-        num_classes = len(c.get("id2label") or {}) or c.get("num_labels", 0)
+        labels = c.get("id2label") or {}
+        num_classes = len(labels) if isinstance(labels, Mapping) else 0
+        num_classes = num_classes or c.get("num_labels", 0)
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ConfigError(f"HF config field num_labels={num_classes!r} is not an integer >= 0")
     return ViViTConfig(
         variant="st", classifier="token", tokenizer="tubelet", num_classes=num_classes,
-        num_frames=c.get("num_frames", 32), image_size=c.get("image_size", 224),
-        tubelet=tuple(c.get("tubelet_size", (2, 16, 16))), in_channels=c.get("num_channels", 3),
-        width=c["hidden_size"], depth=c["num_hidden_layers"], num_heads=c["num_attention_heads"],
-        mlp_dim=c["intermediate_size"], qkv_bias=c.get("qkv_bias", True),
-        layer_norm_eps=c.get("layer_norm_eps", 1e-6), gelu_approximation=HF_ACTIVATIONS[act],
-        dropout=c.get("hidden_dropout_prob", 0.0), attention_dropout=c.get("attention_probs_dropout_prob", 0.0),
+        num_frames=f["num_frames"], image_size=f["image_size"], tubelet=tuple(f["tubelet_size"]),
+        in_channels=f["num_channels"], width=f["hidden_size"], depth=f["num_hidden_layers"],
+        num_heads=f["num_attention_heads"], mlp_dim=f["intermediate_size"], qkv_bias=f["qkv_bias"],
+        layer_norm_eps=f["layer_norm_eps"], gelu_approximation=HF_ACTIVATIONS[f["hidden_act"]],
+        dropout=f["hidden_dropout_prob"], attention_dropout=f["attention_probs_dropout_prob"],
     )
 
 

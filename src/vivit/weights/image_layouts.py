@@ -163,8 +163,8 @@ def _read_flax(sd: Mapping[str, Any], prefix: str, name: str) -> _Read | None:
     try:
         state = _flax_to_timm(flat, layout)
         heads = flat[f"Transformer/encoderblock_0/{layout.block['attn'][0]}/query/kernel"].shape[1]  # (D, H, hd)
-    except KeyError as e:
-        raise VivitError(f"{name} ({layout.description}): no tensor {prefix}{e.args[0]}") from None
+    except scenic.MissingTensorError as e:
+        raise VivitError(f"{name} ({layout.description}): no tensor {prefix}{e.key}") from None
     used = {origin[k] for k in flat.read}
     ignorable = {origin[k] for k in arrays if k.split("/")[0] in layout.heads}
     ignorable |= {k for k in sd if not k.startswith(prefix)}  # optimiser state and the like beside the model

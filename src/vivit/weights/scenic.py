@@ -197,14 +197,25 @@ def embedding_to_ours(flat: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]
 
 
 # Whole models ---------------------------------------------------------------------------------------
+class MissingTensorError(VivitError):
+    """A tensor a converter needs is not in the checkpoint (`key`: its name in the flat tree)."""
+
+    def __init__(self, key: str, source: str | None = None) -> None:
+        super().__init__(f"{source}: missing tensor {key}" if source else f"missing tensor {key}")
+        self.key = key
+
+
 class TrackedTree(dict):
-    """A flat tree that remembers which keys were read, so leftovers can be reported."""
+    """A flat tree that remembers which keys were read, so leftovers can be reported; reading an absent
+    key raises MissingTensorError naming it."""
 
     def __init__(self, *args: Any):
         super().__init__(*args)
         self.read: set[str] = set()
 
     def __getitem__(self, key: str) -> Any:
+        if key not in self:
+            raise MissingTensorError(key)
         self.read.add(key)
         return super().__getitem__(key)
 
@@ -267,7 +278,7 @@ def config_from_scenic(params: Tree, num_frames: int = 32, variant: str | None =
     = frames/t x h x w) and the FE average-pool baseline; `variant="fdp"` tells Model 4 from Model 1;
     `classifier` is needed for a tree without cls ("0", "gap", "gmp", "gsp"; None assumes "gap" with a
     warning); `source_size` (H, W) for a non-square token grid."""
-    flat = flatten(params)
+    flat = TrackedTree(flatten(params))  # a tensor the config needs and the tree lacks: MissingTensorError
     if "embedding/kernel" not in flat:
         raise VivitError(f"not a Scenic ViViT tree: no embedding/kernel (top-level keys: {sorted(params)[:8]})")
     kernel = flat["embedding/kernel"]
@@ -351,8 +362,11 @@ def load_scenic(src: str | Path | Tree, source_frames: int = 32, variant: str | 
     tree = restore_checkpoint(src) if isinstance(src, (str, Path)) else src
     params = params_of(tree)
     source = str(src) if isinstance(src, (str, Path)) else "Scenic parameter tree"
-    config = config_from_scenic(params, source_frames, variant, fsa_order, classifier, source_size)
-    ours, used = convert_params(params)
+    try:
+        config = config_from_scenic(params, source_frames, variant, fsa_order, classifier, source_size)
+        ours, used = convert_params(params)
+    except MissingTensorError as e:
+        raise MissingTensorError(e.key, source) from None
     model, report = build(config, ours, source, **overrides)
     report.used = used
     if classifier is None and config.classifier != "token":
