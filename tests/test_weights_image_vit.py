@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -5,6 +7,8 @@ from conftest import VARIANTS, tiny_model
 from safetensors.torch import save_file
 from transformers import ViTConfig, ViTModel
 
+import vivit
+from vivit.cli import main
 from vivit.errors import ConfigError, VivitError
 from vivit.weights import hf, scenic
 from vivit.weights.image_vit import config_for_image_vit, init_from_image_vit, read_image_vit
@@ -160,3 +164,108 @@ def test_mismatches_raise_clear_errors():
         init_from_image_vit(video_model("st"), {"conv1.weight": torch.ones(3)})
     with pytest.raises(ConfigError, match="fsa_temporal_init"):
         init_from_image_vit(video_model("fsa"), timm_layout(), fsa_temporal_init="half")
+
+
+def hf_vit(**config) -> ViTModel:
+    """A random HF image ViT of the sizes above; tanh GELU and eps 1e-6 unless `config` (ViTConfig fields) says."""
+    torch.manual_seed(0)
+    base = dict(hidden_size=WIDTH, num_hidden_layers=DEPTH, num_attention_heads=HEADS, intermediate_size=MLP,
+                image_size=SIZE, patch_size=PATCH, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh")
+    vit = ViTModel(ViTConfig(**{**base, **config})).eval()
+    with torch.no_grad():
+        for name, p in vit.named_parameters():
+            p.normal_(1.0 if "layernorm" in name and name.endswith("weight") else 0.0, 0.2)
+    return vit
+
+
+def timm_names(vit: ViTModel) -> dict[str, torch.Tensor]:
+    """A transformers 5.x ViTModel's tensors under timm's VisionTransformer names (q/k/v fused into attn.qkv;
+    no attn.qkv.bias when the ViT has no q/k/v biases)."""
+    s = vit.state_dict()
+    sd = {"patch_embed.proj.weight": s["embeddings.patch_embeddings.projection.weight"],
+          "patch_embed.proj.bias": s["embeddings.patch_embeddings.projection.bias"],
+          "cls_token": s["embeddings.cls_token"], "pos_embed": s["embeddings.position_embeddings"],
+          "norm.weight": s["layernorm.weight"], "norm.bias": s["layernorm.bias"]}
+    for i in range(DEPTH):
+        b, h = f"blocks.{i}.", f"layers.{i}."
+        for p in ("weight", "bias"):
+            if f"{h}attention.q_proj.{p}" in s:
+                sd[f"{b}attn.qkv.{p}"] = torch.cat([s[f"{h}attention.{n}_proj.{p}"] for n in "qkv"])
+            for timm, theirs in (("norm1", "layernorm_before"), ("attn.proj", "attention.o_proj"),
+                                 ("norm2", "layernorm_after"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+                sd[f"{b}{timm}.{p}"] = s[f"{h}{theirs}.{p}"]
+    return sd
+
+
+def one_frame_model(image, **overrides):
+    """(model, load report): Model 1 on one frame (tubelet 1 x p x p) built by config_for_image_vit and
+    initialised from `image` (timm files do not state the head count: given)."""
+    model = vivit.ViViT(config_for_image_vit(image, "st", 1, tubelet=(1, PATCH, PATCH), num_classes=0,
+                                             num_heads=HEADS, **overrides)).eval()
+    return model, init_from_image_vit(model, image)
+
+
+@pytest.mark.parametrize("layout", ["hf folder", "timm"])
+@torch.no_grad()
+def test_image_vit_without_qkv_bias(tmp_path, layout):
+    vit = hf_vit(qkv_bias=False)
+    assert vit.layers[0].attention.q_proj.bias is None
+    vit.save_pretrained(tmp_path / "vit")
+    image = read_image_vit(tmp_path / "vit" if layout == "hf folder" else timm_names(vit))
+    model, _ = one_frame_model(image)
+    assert model.config.qkv_bias is False
+    x = torch.randn(2, 3, SIZE, SIZE)
+    expected = vit(pixel_values=x).last_hidden_state[:, 0]
+    assert torch.allclose(model.forward_features(x.unsqueeze(2)), expected, atol=1e-5, rtol=0)
+    with pytest.raises(ConfigError, match="image ViT has qkv_bias=False .*the model qkv_bias=True"):
+        init_from_image_vit(vivit.ViViT(model.config.replace(qkv_bias=True)), image)
+    with pytest.raises(ConfigError, match="build the model with qkv_bias=False"):
+        config_for_image_vit(image, qkv_bias=True)
+    with pytest.raises(ConfigError, match="image ViT has qkv_bias=True .*the model qkv_bias=False"):
+        init_from_image_vit(video_model("st", qkv_bias=False), timm_layout())
+
+
+@torch.no_grad()
+def test_cli_image_vit_with_one_channel(tmp_path):
+    vit = hf_vit(num_channels=1)
+    vit.save_pretrained(tmp_path / "vit")
+    assert main(["convert", "--from", "image-vit", str(tmp_path / "vit"), str(tmp_path / "out"), "--frames", "2"]) == 0
+    model = vivit.load_pretrained(tmp_path / "out")
+    assert model.config.in_channels == 1 and model.tokenizer.proj.weight.shape[1] == 1
+    x = torch.randn(2, 1, SIZE, SIZE)
+    got = model.forward_features(x.unsqueeze(2).repeat(1, 1, 2, 1, 1))  # a static 2-frame video, central frame
+    assert torch.allclose(got, vit(pixel_values=x).last_hidden_state[:, 0], atol=1e-5, rtol=0)
+
+
+@torch.no_grad()
+def test_report_says_when_the_source_has_another_gelu_or_eps(tmp_path, capsys):
+    """transformers' ViTConfig defaults (erf GELU, eps 1e-12, as google/vit-*-in21k): the ViViT keeps the official
+    tanh GELU and eps 1e-6 and says in one line what would match the source."""
+    vit = hf_vit(hidden_act="gelu", layer_norm_eps=1e-12)
+    vit.save_pretrained(tmp_path / "vit")
+    assert main(["convert", "--from", "image-vit", str(tmp_path / "vit"), str(tmp_path / "out"), "--frames", "2"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "hidden_act" in line]
+    assert len(lines) == 1
+    for said in ("hidden_act='gelu'", "layer_norm_eps=1e-12", "uses gelu_approximation='tanh', layer_norm_eps=1e-06",
+                 "build it with gelu_approximation='none', layer_norm_eps=1e-12"):
+        assert said in lines[0]
+    assert vivit.load_pretrained(tmp_path / "out").config.gelu_approximation == "tanh"
+    image = read_image_vit(tmp_path / "vit")
+    x = torch.randn(2, 3, SIZE, SIZE)
+    expected = vit(pixel_values=x).last_hidden_state[:, 0]
+    (official, report), (matched, matched_report) = (
+        one_frame_model(image), one_frame_model(image, gelu_approximation="none", layer_norm_eps=1e-12))
+    assert any("hidden_act" in note for note in report.notes)
+    assert not any("hidden_act" in note for note in matched_report.notes)
+    assert not torch.allclose(official.forward_features(x.unsqueeze(2)), expected, atol=1e-5, rtol=0)
+    assert torch.allclose(matched.forward_features(x.unsqueeze(2)), expected, atol=1e-5, rtol=0)
+
+
+def test_a_vit_config_without_gelu_or_eps_means_transformers_defaults(tmp_path):
+    hf_vit().save_pretrained(tmp_path / "vit")  # tanh GELU and eps 1e-6 stated: nothing to say
+    assert not any("hidden_act" in note for note in one_frame_model(read_image_vit(tmp_path / "vit"))[1].notes)
+    config = json.loads((tmp_path / "vit" / "config.json").read_text())
+    del config["hidden_act"], config["layer_norm_eps"]  # ViTConfig then means erf GELU and eps 1e-12
+    (tmp_path / "vit" / "config.json").write_text(json.dumps(config))
+    notes = one_frame_model(read_image_vit(tmp_path / "vit"))[1].notes
+    assert any("hidden_act='gelu', layer_norm_eps=1e-12" in note for note in notes)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vivit.errors import VivitError
+from vivit.errors import ConfigError, VivitError
 from vivit.weights import hf, scenic
 from vivit.weights.store import INDEX_SUFFIX, PICKLE_SUFFIXES, block_depth, read_state_dict, sibling_config
 
@@ -88,12 +88,25 @@ class ImageViT(NamedTuple):
     source: str
     num_heads: int | None  # None where the source does not tell (timm, HF without a config)
     layout: str = ""  # a key of LAYOUTS
+    hf_config: dict[str, Any] | None = None  # the source's transformers config (config.json), when it has one
+
+    @property
+    def qkv_bias(self) -> bool:
+        """Whether the q/k/v projections have biases (timm / HF `qkv_bias=False` models have none)."""
+        return "blocks.0.attn.qkv.bias" in self.state
 
     def check_heads(self, num_heads: int) -> None:
         """Refuse a model whose head count differs from the one the source states."""
         if self.num_heads is not None and self.num_heads != num_heads:
             raise VivitError(f"{self.source}: the image ViT has {self.num_heads} attention heads, the model "
                              f"{num_heads}; build the model with num_heads={self.num_heads}")
+
+    def check_qkv_bias(self, qkv_bias: bool) -> None:
+        """Refuse a model whose q/k/v biases the source lacks, or lacking those the source has."""
+        if qkv_bias != self.qkv_bias:
+            raise ConfigError(f"{self.source}: the image ViT has qkv_bias={self.qkv_bias} (q/k/v biases "
+                              f"{'present' if self.qkv_bias else 'absent'}), the model qkv_bias={qkv_bias}; "
+                              f"build the model with qkv_bias={self.qkv_bias}")
 
 
 class _Read(NamedTuple):
@@ -195,19 +208,23 @@ def timm_depth(state: Mapping[str, torch.Tensor]) -> int:
 
 
 def _missing(state: Mapping[str, torch.Tensor]) -> list[str]:
-    """timm-layout tensors every ViViT encoder needs that `state` lacks."""
+    """timm-layout tensors every ViViT encoder needs that `state` lacks; the q/k/v bias may be absent from
+    every block (a `qkv_bias=False` model), not from some."""
     depth = timm_depth(state)
     need = ["patch_embed.proj.weight", "patch_embed.proj.bias", "pos_embed", "norm.weight", "norm.bias"]
     need += [f"blocks.{i}.{part}.{p}" for i in range(depth) for part in BLOCK_PARTS for p in ("weight", "bias")]
+    if not any(f"blocks.{i}.attn.qkv.bias" in state for i in range(depth)):
+        need = [k for k in need if not k.endswith(".attn.qkv.bias")]
     return [k for k in need if k not in state]
 
 
 # Entry point ---------------------------------------------------------------------------------------------------
-def _load(source: Any) -> tuple[str, dict[str, Any], int | None]:
-    """(description, flat state dict, head count from a HF config) of a module, mapping or file."""
+def _load(source: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """(description, flat state dict, the config of a HF module or the config.json beside a file) of a module,
+    mapping or file."""
     if isinstance(source, nn.Module):
-        heads = getattr(getattr(source, "config", None), "num_attention_heads", None)
-        return type(source).__name__, source.state_dict(), heads
+        config = getattr(source, "config", None)
+        return type(source).__name__, source.state_dict(), config.to_dict() if hasattr(config, "to_dict") else None
     if isinstance(source, Mapping):
         if any(isinstance(v, Mapping) for v in source.values()):  # a nested Flax tree or train state
             return "Flax parameter tree", scenic.flatten(scenic.params_of(dict(source))), None
@@ -218,9 +235,9 @@ def _load(source: Any) -> tuple[str, dict[str, Any], int | None]:
     readable = path.suffix in (".npz", ".safetensors", *PICKLE_SUFFIXES) or path.name.endswith(INDEX_SUFFIX)
     if path.is_file() and not readable:
         raise VivitError(f"{path}: unknown weights format {path.suffix!r}; image ViTs are read from .npz, "
-                         f".safetensors, {', '.join(PICKLE_SUFFIXES)}, a sharded checkpoint's *{INDEX_SUFFIX} or a Flax msgpack "
-                         "checkpoint (no suffix)")
-    return str(path), read_state_dict(path), (sibling_config(path) or {}).get("num_attention_heads")
+                         f".safetensors, {', '.join(PICKLE_SUFFIXES)}, a sharded checkpoint's *{INDEX_SUFFIX} "
+                         "or a Flax msgpack checkpoint (no suffix)")
+    return str(path), read_state_dict(path), sibling_config(path)
 
 
 def read_image_vit(source: Any) -> ImageViT:
@@ -228,7 +245,9 @@ def read_image_vit(source: Any) -> ImageViT:
     Flax msgpack checkpoint) -> timm layout, with the layout recognised and the source keys used / unused."""
     if isinstance(source, ImageViT):
         return source
-    name, sd, heads = _load(source)
+    name, sd, config = _load(source)
+    heads = (config or {}).get("num_attention_heads")
+    hf_config = config if config is not None and "model_type" in config else None  # a transformers config
     keys = list(sd)
     prefix = _flax_prefix(keys)
     read = _read_flax(sd, prefix, name) if prefix is not None else None
@@ -250,4 +269,4 @@ def read_image_vit(source: Any) -> ImageViT:
     if foreign := [k for k in unused if k not in read.ignorable]:
         raise VivitError(f"{source_name}: tensors with no ViViT counterpart: {foreign[:8]} "
                          "(a ViT variant with extra layers?)")
-    return ImageViT(read.state, sorted(read.used), unused, source_name, read.num_heads, read.layout)
+    return ImageViT(read.state, sorted(read.used), unused, source_name, read.num_heads, read.layout, hf_config)

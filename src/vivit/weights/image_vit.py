@@ -29,6 +29,7 @@ from vivit.errors import ConfigError, VivitError
 from vivit.model import posembed
 from vivit.model.tokenizers import TUBELET_INITS
 from vivit.model.vivit import ViViT
+from vivit.weights.hf import HF_ACTIVATIONS
 from vivit.weights.image_layouts import PRE_LOGITS, PRE_LOGITS_SOURCES, ImageViT, read_image_vit, timm_depth
 from vivit.weights.store import LoadReport, load_state_dict
 
@@ -46,23 +47,53 @@ FSA_FROM_IMAGE = {"norm1": ("norm_space", "norm_time"), "attn.qkv": ("attn_space
 # Official init_encoderblock: LayerNorm_0 -> LayerNorm_space only; LayerNorm_time keeps its init.
 FSA_FROM_IMAGE_SCENIC = {**FSA_FROM_IMAGE, "norm1": ("norm_space",)}
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}  # ViT Ti/S/B/L/H
+# transformers' ViTConfig defaults (transformers/models/vit/configuration_vit.py, class ViTConfig): what a
+# model_type "vit" config.json that leaves these fields out means.
+HF_VIT_DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12}
 
 
 def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int = 32, **overrides: Any) -> ViViTConfig:
-    """A ViViT config matching an image ViT's sizes: width, depth, heads, MLP, patch and image size."""
+    """A ViViT config matching an image ViT's sizes: width, depth, heads, MLP, input channels, q/k/v bias,
+    patch and image size. GELU and LayerNorm eps stay the official ViViT's (tanh, 1e-6) unless overridden."""
     s = image.state
-    width, _, ph, pw = s["patch_embed.proj.weight"].shape
+    width, in_channels, ph, pw = s["patch_embed.proj.weight"].shape
     side = math.isqrt(s["pos_embed"].shape[1] - int("cls_token" in s))
     kw: dict[str, Any] = dict(
         variant=variant, num_frames=num_frames, image_size=(side * ph, side * pw), tubelet=(2, ph, pw),
-        width=width, depth=timm_depth(s), num_heads=image.num_heads or HEADS_BY_WIDTH.get(width, 0),
-        mlp_dim=s["blocks.0.mlp.fc1.weight"].shape[0], classifier="gap" if variant in ("fsa", "fdp") else "token",
+        in_channels=in_channels, width=width, depth=timm_depth(s),
+        num_heads=image.num_heads or HEADS_BY_WIDTH.get(width, 0), mlp_dim=s["blocks.0.mlp.fc1.weight"].shape[0],
+        qkv_bias=image.qkv_bias, classifier="gap" if variant in ("fsa", "fdp") else "token",
     )
     kw.update(overrides)
     image.check_heads(kw["num_heads"])
+    image.check_qkv_bias(kw["qkv_bias"])
     if kw["num_heads"] == 0:
         raise ConfigError(f"cannot tell the head count of a width-{width} image ViT: pass num_heads")
     return ViViTConfig(**kw)
+
+
+def architecture_note(image: ImageViT, config: ViViTConfig) -> str | None:
+    """One line when the source's transformers config states another GELU or LayerNorm eps than `config` has:
+    what the source says, what the ViViT uses, and the config fields that would match the source."""
+    c = image.hf_config
+    if c is None:
+        return None
+    defaults = HF_VIT_DEFAULTS if c.get("model_type") == "vit" else {}
+    act, eps = c.get("hidden_act", defaults.get("hidden_act")), c.get("layer_norm_eps", defaults.get("layer_norm_eps"))
+    says, uses, match = [], [], []
+    if isinstance(act, str) and HF_ACTIVATIONS.get(act) != config.gelu_approximation:
+        says.append(f"hidden_act={act!r}")
+        uses.append(f"gelu_approximation={config.gelu_approximation!r}")
+        match.append(f"gelu_approximation={HF_ACTIVATIONS[act]!r}" if act in HF_ACTIVATIONS else
+                     f"(no gelu_approximation computes {act!r})")
+    if isinstance(eps, (int, float)) and eps != config.layer_norm_eps:
+        says.append(f"layer_norm_eps={eps:g}")
+        uses.append(f"layer_norm_eps={config.layer_norm_eps:g}")
+        match.append(f"layer_norm_eps={eps:g}")
+    if not says:
+        return None
+    return (f"the source's config says {', '.join(says)}; this ViViT uses {', '.join(uses)} (the official ViViT "
+            f"and JAX ViT); to match the source, build it with {', '.join(match)}")
 
 
 def _square_side(n: int, what: str) -> int:
@@ -160,6 +191,7 @@ def init_from_image_vit(
     image = read_image_vit(source)
     s, cfg = image.state, model.config
     image.check_heads(cfg.num_heads)
+    image.check_qkv_bias(cfg.qkv_bias)
     if timm_depth(s) != cfg.depth:
         raise VivitError(f"{image.source}: image ViT has {timm_depth(s)} blocks, the model's (spatial) depth is {cfg.depth}")
     kernel, own = s["patch_embed.proj.weight"], model.tokenizer.proj.weight
@@ -209,6 +241,8 @@ def init_from_image_vit(
         notes.append(f"positional embedding resized {interpolation}{tiling}")
     if cfg.variant == "fsa":
         notes.append(f"temporal attention: {fsa_temporal_init}")
+    if note := architecture_note(image, cfg):
+        notes.append(note)
     if has_cls and encoder.cls_token is None:
         notes.append("image cls token and its positional entry unused (gap classifier)")
     if not has_cls and encoder.cls_token is not None and pos_key in ours:
