@@ -41,6 +41,7 @@ class Fixture:
     note: str = ""
     remux: tuple[list[str], list[str]] | None = None  # a second pass, stream copy: (input, output) options
     cut: float | None = None  # keep only this fraction of the file's bytes (a download or copy cut short)
+    joined: list[str] | None = None  # inputs of a second part, made with `args`, whose bytes are appended (cat)
 
 
 def lavfi(graph: str) -> list[str]:
@@ -95,6 +96,22 @@ FIXTURES = [
             "mp4 with its index first, cut at 60 % of its bytes: the index lists 40 frames, 12 decode", cut=0.6),
     Fixture("odd_height_422.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv422p", "-threads", "1"],
             lavfi(f"{source(0.4, '32x25')}"), "4:2:2 of odd height (25 rows): converted by ffmpeg's scaler"),
+    # time axis: rates that disagree with the frames' timestamps, dropped frames, timestamps that jump
+    Fixture("webcam_25_real15.mkv", ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj422p", "-fps_mode", "passthrough",
+                                     "-bsf:v", "setts=ts='round(N*200/3)'"], lavfi(f"{source(0.6)},settb=1/1000"),
+            "Matroska whose DefaultDuration says 25 fps while its frames come every 66.7 ms (15 fps, ms timestamps)"),
+    Fixture("rate_25_then_30.mkv", ["-c:v", "mpeg4", "-q:v", "3", "-fps_mode", "passthrough",
+                                    "-bsf:v", "setts=ts='if(lt(N,12),TS,480+round((N-12)*100/3))'"],
+            lavfi(f"{source(1.08)},settb=1/1000"),
+            "12 frames at 25 fps then 15 at 30 fps, DefaultDuration 25 fps (as parts joined by stream copy)"),
+    Fixture("dropped_frames.avi", ["-c:v", "mpeg4", "-q:v", "3", "-fps_mode", "passthrough"],
+            lavfi(f"{source(0.8)},select='not(between(n,5,9))'"),
+            "AVI of 20 chunks whose frames 5-9 were dropped: empty chunks keep their time"),
+    Fixture("ntsc_5994.mkv", [*X264, "-bf", "2"], lavfi(source(0.55).replace(":r=25:", ":r=60000/1001:")),
+            "59.94 fps in Matroska: ms timestamps, a rate read back as 19001/317; frame 30 at 500.5 ms is 501"),
+    Fixture("joined_by_cat.ts", [*X264, "-g", "5"], lavfi(source(0.6)),
+            "two MPEG-TS files joined by `cat` (the script appends the second's bytes): timestamps restart",
+            joined=lavfi(f"{source(0.6)},negate")),
 ]
 
 
@@ -124,6 +141,11 @@ def make(fixture: Fixture) -> Path:
         path.write_bytes(path.read_bytes()[:int(packets[32]["pos"]) - 8])  # before the 33rd chunk's header
     else:
         ffmpeg(*fixture.inputs, *fixture.args, str(path))
+        if fixture.joined:
+            part = OUT / f"part2_{fixture.name}"
+            ffmpeg(*fixture.joined, *fixture.args, str(part))
+            path.write_bytes(path.read_bytes() + part.read_bytes())
+            part.unlink()
         if fixture.cut:
             data = path.read_bytes()
             path.write_bytes(data[:int(len(data) * fixture.cut)])

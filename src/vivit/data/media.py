@@ -5,8 +5,11 @@ size and rotation (`probe`), without decoding more than the first frame.
   list hides; else the video stream's packets, counted by demuxing (Matroska/WebM, MPEG-TS, a truncated AVI),
   never the container's duration (audio may outlast the video, streams may start late).
 - Time axis: index i is the frame on screen at `t0 + i / fps`, t0 the first displayed frame's timestamp, fps the
-  stream's average rate (or its packets over their span where the container stores none). AVI stores decode
-  order only: there the decoder's output dts (ffmpeg's `best_effort_timestamp`) is the display position.
+  stream's average rate (exact where it rounds a standard rate), or its packets over their span where the
+  container stores none or one they disagree with by more than a frame (`frame_rate`). AVI stores decode order
+  only: there the decoder's output dts (ffmpeg's `best_effort_timestamp`) is the display position, and the axis
+  also covers the empty chunks of dropped frames, as ffmpeg's default output does. Timestamps that jump (MPEG-TS
+  joined with `cat`) are made continuous as ffmpeg's CLI makes them (`Continuity`).
 - Rotation: the display matrix, which PyAV exposes on decoded frames only, hence the first frame.
 """
 
@@ -43,6 +46,7 @@ class Timeline:
     origin: int  # timestamp of the first displayed frame
     ticks_per_frame: Fraction  # 1 / (fps * time_base)
     use_dts: bool  # AVI: the decoder's output dts is the display position, the parsed pts are not
+    seekable: bool = True  # False where timestamps jump: only a decode from the start knows their offset
 
     def timestamp(self, frame: av.VideoFrame) -> int | None:
         return frame_timestamp(frame, self.use_dts)
@@ -53,7 +57,8 @@ class Timeline:
         return math.ceil((timestamp - self.origin - Fraction(1, 2)) / self.ticks_per_frame)
 
     def seek_target(self, index: int) -> int:
-        return self.origin + math.floor(index * self.ticks_per_frame)
+        """Where to seek for `index`; the origin (a decode from the start) where the file's timestamps jump."""
+        return self.origin + math.floor(index * self.ticks_per_frame) if self.seekable else self.origin
 
 
 def frame_timestamp(frame: av.VideoFrame, use_dts: bool) -> int | None:
@@ -87,15 +92,57 @@ def rewind(container: av.container.InputContainer, stream: av.video.stream.Video
         container.seek(first, stream=stream)
 
 
+_TS_DISCONT = 0x200  # AVFMT_TS_DISCONT: formats whose timestamps may jump (MPEG-TS/PS)
+
+
+class Continuity:
+    """Packet timestamps made continuous as ffmpeg's CLI makes them for formats flagged AVFMT_TS_DISCONT
+    (fftools/ffmpeg.c process_input, FFmpeg 5.1): a packet whose dts is more than 10 s from the dts expected after
+    the previous packet, or over 0.1 s before the previous packet's dts or frame's timestamp (files joined with
+    `cat`: timestamps restart), is moved to the expected dts, and every later packet by as much."""
+
+    def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
+        base, rate = stream.time_base, stream.average_rate or stream.guessed_rate
+        self.active = bool(container.format.flags & _TS_DISCONT) and base is not None
+        self.near, self.far = (Fraction(1, 10) / base, 10 / base) if self.active else (0, 0)
+        self.step = round(1 / (rate * base)) if self.active and rate else 0  # a packet without a duration
+        self.offset, self.next_dts, self.dts, self.pts, self.jumps = 0, None, None, None, 0
+
+    def packet(self, packet: av.Packet) -> None:
+        if not self.active:
+            return
+        if packet.dts is not None and self.next_dts is not None:
+            delta = packet.dts + self.offset - self.next_dts
+            latest = max(t for t in (self.dts, self.pts) if t is not None)
+            if abs(delta) > self.far or packet.dts + self.offset + self.near < latest:
+                self.offset, self.jumps = self.offset - delta, self.jumps + 1
+        if self.offset:
+            packet.dts = None if packet.dts is None else packet.dts + self.offset
+            packet.pts = None if packet.pts is None else packet.pts + self.offset
+        if packet.dts is not None:
+            self.dts = packet.dts
+            step = packet.duration or self.step
+            self.next_dts = packet.dts + step if step else None
+
+    def frame(self, frame: av.VideoFrame) -> None:
+        self.pts = frame.pts if frame.pts is not None else self.pts
+
+
 def decoded_frames(container: av.container.InputContainer, stream: av.video.stream.VideoStream
                    ) -> Iterator[av.VideoFrame]:
     """The stream's frames as ffmpeg decodes them: a packet the decoder rejects (a file cut short, a corrupt
-    packet) is skipped as ffmpeg skips it, and the frames still in the decoder come out at the end."""
+    packet) is skipped as ffmpeg skips it, and the frames still in the decoder come out at the end; timestamps
+    that jump are made continuous (`Continuity`)."""
+    continuity = Continuity(container, stream)
     for packet in container.demux(stream):
+        continuity.packet(packet)
         try:
-            yield from packet.decode()
+            frames = packet.decode()
         except av.error.InvalidDataError:
             continue
+        for frame in frames:
+            continuity.frame(frame)
+            yield frame
 
 
 def indexed_frames(stream: av.video.stream.VideoStream) -> int:
@@ -110,24 +157,66 @@ def indexed_frames(stream: av.video.stream.VideoStream) -> int:
     return total - head - tail
 
 
-def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream
-                   ) -> tuple[int, int | None]:
-    """(packets of the video stream, ticks they span or None): demuxing only, no decoding."""
-    starts, steps = [], []
-    count = 0
+def avi_frames(stream: av.video.stream.VideoStream) -> int:
+    """AVI: frames on the time axis where the index lists every chunk up to the header's last frame, counting the
+    empty chunks of dropped frames, which the index leaves out but whose time ffmpeg's default output fills with
+    the frame before; 0 where the index is incomplete (a truncated file)."""
+    entries = stream.index_entries
+    if not entries or not stream.frames or entries[-1].timestamp + 1 != stream.frames:
+        return 0
+    return entries[-1].timestamp - entries[0].timestamp + 1
+
+
+@dataclass(frozen=True)
+class Packets:
+    """The video packets that hold a frame, demuxed without decoding, their timestamps made continuous."""
+
+    count: int
+    stamped: int  # how many carry a timestamp (the pts; the dts in AVI)
+    first: int | None  # the earliest and latest of those timestamps
+    last: int | None
+    jumps: int  # timestamp jumps made continuous (`Continuity`)
+
+
+def _count_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream,
+                   use_dts: bool) -> Packets:
+    continuity = Continuity(container, stream)
+    count, stamps = 0, []
     for packet in container.demux(stream):
+        continuity.packet(packet)
         if packet.size > 0 and not packet.is_discard:
             count += 1
-            if packet.pts is not None:
-                starts.append(packet.pts)
-                steps.append(packet.duration or 0)
-    rewind(container, stream)
-    if len(starts) < 2 or max(starts) == min(starts):
-        return count, None
-    end = max(start + step for start, step in zip(starts, steps))
-    if not any(steps):  # no packet durations (some VFR Matroska): the mean step stands for the last one
-        end += (end - min(starts)) / (len(starts) - 1)
-    return count, int(end - min(starts))
+            stamp = packet.dts if use_dts else packet.pts
+            if stamp is not None:
+                stamps.append(stamp)
+    if count:  # (a stream without packets cannot be rewound: EPERM)
+        rewind(container, stream)
+    return Packets(count, len(stamps), min(stamps, default=None), max(stamps, default=None), continuity.jumps)
+
+
+def _standard_rate(rate: Fraction, tolerance: Fraction = Fraction(1, 100000)) -> Fraction:
+    """The standard rate within `tolerance` (relative) of `rate`, else `rate`: a whole rate, a multiple of 1/12 fps
+    or an NTSC rate k * 1000/1001 (ffmpeg's list, libavformat get_std_framerate, holds such rates). Matroska
+    stores a frame's duration in ns, which ffmpeg reads back as 19001/317 for 60000/1001, and its timestamps in
+    ms: at any rate but the exact one, a frame whose timestamp is rounded up from a half lands an index late."""
+    for standard in (Fraction(round(rate * 12), 12), Fraction(round(rate * Fraction(1001, 1000)) * 1000, 1001)):
+        if standard and abs(rate / standard - 1) <= tolerance:
+            return standard
+    return rate
+
+
+def frame_rate(stream: av.video.stream.VideoStream, packets: Packets | None) -> Fraction | None:
+    """The stream's average rate, exact where it rounds a standard rate; where `packets` were counted, their own
+    rate (intervals over their span) where the container stores no rate, or one that puts their last timestamp
+    more than a frame from where it is (a Matroska DefaultDuration of 30 fps over a webcam's frames 67 ms apart;
+    24 then 30 fps joined by stream copy)."""
+    stored = stream.average_rate
+    if packets and packets.stamped > 1 and packets.last > packets.first:
+        intervals, span = packets.stamped - 1, (packets.last - packets.first) * stream.time_base
+        if not stored or abs(span * stored - intervals) > 1:  # a standard rate where the timestamps allow it
+            return _standard_rate(Fraction(intervals) / span, stream.time_base / span)
+    rate = stored or stream.guessed_rate or stream.base_rate
+    return _standard_rate(Fraction(rate)) if rate else None
 
 
 def stream_info(container: av.container.InputContainer, stream: av.video.stream.VideoStream
@@ -137,15 +226,18 @@ def stream_info(container: av.container.InputContainer, stream: av.video.stream.
     width, height = stream.codec_context.width, stream.codec_context.height
     if width <= 0 or height <= 0:
         raise DataError(f"video stream has no picture size ({width}x{height})")
-    frames, span = indexed_frames(stream), None
+    use_dts, packets = container.format.name == "avi", None
+    frames = avi_frames(stream) if use_dts else indexed_frames(stream)
     if not frames:  # no per-stream count (Matroska, MPEG-TS), or an incomplete index (a truncated AVI)
-        frames, span = _count_packets(container, stream)
+        packets = _count_packets(container, stream, use_dts)
+        frames = packets.count
     if frames <= 0:
         raise DataError("video stream has no frames")
-    rate = stream.average_rate or (Fraction(frames) / (span * stream.time_base) if span else None)
-    rate = rate or stream.guessed_rate or stream.base_rate
+    rate = frame_rate(stream, None if use_dts else packets)  # AVI: its rate is the time base, dts count frames
     if not rate or rate <= 0 or stream.time_base is None:
         raise DataError("unknown frame rate")
+    if use_dts and packets and packets.stamped:  # dropped frames (empty chunks) keep their place on the axis
+        frames = round((packets.last - packets.first) * stream.time_base * rate) + 1
     first = next(decoded_frames(container, stream), None)
     if first is None:
         raise DataError("no frame could be decoded")
@@ -153,8 +245,8 @@ def stream_info(container: av.container.InputContainer, stream: av.video.stream.
     rotation = round(-(first.rotation or 0) / 90) % 4 * 90  # PyAV: counter-clockwise degrees in [-180, 180]
     if rotation in (90, 270):
         width, height = height, width
-    use_dts, rate = container.format.name == "avi", Fraction(rate)
-    timeline = Timeline(frame_timestamp(first, use_dts) or 0, 1 / (rate * stream.time_base), use_dts)
+    timeline = Timeline(frame_timestamp(first, use_dts) or 0, 1 / (rate * stream.time_base), use_dts,
+                        seekable=not (packets and packets.jumps))
     return VideoInfo(frames=int(frames), fps=float(rate), duration=float(frames / rate), width=width,
                      height=height, rotation=rotation), timeline
 
@@ -170,5 +262,8 @@ def count_frames(path: str | Path) -> tuple[int, int]:
     with open_video(path) as container:
         stream = video_stream(container)
         info, _ = stream_info(container, stream)
-        promised = info.frames if indexed_frames(stream) else max(info.frames, stream.frames)
+        if container.format.name == "avi" and avi_frames(stream):  # chunks that hold a frame: not dropped ones
+            promised = len(stream.index_entries)
+        else:
+            promised = info.frames if indexed_frames(stream) else max(info.frames, stream.frames)
         return sum(1 for _ in decoded_frames(container, stream)), promised
