@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
+import struct
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,7 @@ class Fixture:
     note: str = ""
     remux: tuple[list[str], list[str]] | None = None  # a second pass, stream copy: (input, output) options
     cut: float | None = None  # keep only this fraction of the file's bytes (a download or copy cut short)
+    finish: Callable[[Path], None] | None = None  # edits the written file (what the ffmpeg CLI cannot write)
     joined: list[str] | None = None  # inputs of a second part, made with `args`, whose bytes are appended (cat)
 
 
@@ -115,6 +118,52 @@ FIXTURES = [
 ]
 
 
+# --- pixel path fixtures: display matrices, 4:2:2 turned, a size change, colour matrices, 4:1:1 / 4:1:0 ---
+def display_matrix(a: int, b: int, c: int, d: int) -> Callable[[Path], None]:
+    """Writes the tkhd matrix (a b; c d) of an mp4 in place (ffmpeg writes rotations only, not mirrors)."""
+    def finish(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        tkhd = data.find(b"tkhd")
+        assert data[tkhd + 4] == 0  # version 0: the matrix is 40 bytes after the version and flags
+        struct.pack_into(">9i", data, tkhd + 44, a << 16, b << 16, 0, c << 16, d << 16, 0, 0, 0, 1 << 30)
+        path.write_bytes(bytes(data))
+    return finish
+
+
+def append_ts(graph: str, offset: float) -> Callable[[Path], None]:
+    """Appends a second MPEG-TS whose timestamps continue at `offset` s (TS parts join by concatenation)."""
+    def finish(path: Path) -> None:
+        part = path.with_name(f"part_{path.name}")
+        ffmpeg(*lavfi(graph), *X264, "-g", "5", "-output_ts_offset", str(offset), str(part))
+        path.write_bytes(path.read_bytes() + part.read_bytes())
+        part.unlink()
+    return finish
+
+
+SHORT = lavfi(source(0.2))  # 5 frames
+FIXTURES += [
+    *[Fixture(f"mirror_{name}.mp4", X264, SHORT, f"display matrix {matrix} (tkhd patched after ffmpeg): "
+              f"ffmpeg 5.1 shows it {shown}", finish=display_matrix(*matrix))
+      for name, matrix, shown in [("hflip", (-1, 0, 0, 1), "flipped left-right"),
+                                  ("vflip", (1, 0, 0, -1), "flipped upside down"),
+                                  ("transpose", (0, 1, 1, 0), "transposed"),
+                                  ("antitranspose", (0, -1, -1, 0), "transposed along the other diagonal")]],
+    Fixture("rotate45.mp4", X264, SHORT, "display matrix of 45 degrees: ffmpeg's rotate filter, same size",
+            remux=([], ["-c", "copy", "-metadata:s:v:0", "rotate=315"])),
+    Fixture("yuv422p_rotate90.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv422p", "-threads", "1"],
+            SHORT,
+            "4:2:2 turned 90 degrees: ffmpeg converts to RGB before turning (transpose takes no 4:2:2)",
+            remux=([], ["-c", "copy", "-metadata:s:v:0", "rotate=270"])),
+    Fixture("size_change.ts", [*X264, "-g", "5"], SHORT,
+            "32x24 then 24x18 from 0.2 s (MPEG-TS parts joined): ffmpeg scales the second part to 32x24",
+            finish=append_ts(source(0.2, "24x18"), 0.28)),  # 5 frames + x264's 2 frames of B-frame delay
+    *[Fixture(f"x264_{space}.mp4", [*X264, "-colorspace", space], SHORT, f"8-bit 4:2:0 tagged {space}")
+      for space in ("bt2020nc", "smpte240m", "fcc")],
+    *[Fixture(f"ffv1_{fmt}.mkv", ["-c:v", "ffv1", "-pix_fmt", fmt], SHORT, f"{fmt}, lossless (as DV NTSC: 4:1:1)")
+      for fmt in ("yuv411p", "yuv410p")],
+]
+
+
 def ffmpeg(*args: str, stdout=None) -> bytes:
     done = subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin", "-y", *args],
                           check=True, stdout=stdout or subprocess.PIPE)
@@ -149,6 +198,8 @@ def make(fixture: Fixture) -> Path:
         if fixture.cut:
             data = path.read_bytes()
             path.write_bytes(data[:int(len(data) * fixture.cut)])
+    if fixture.finish:
+        fixture.finish(path)
     return path
 
 

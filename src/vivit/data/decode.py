@@ -6,8 +6,10 @@ What a caller can rely on (each point is tested against ffmpeg's own decode in t
   `t0 + i / fps`. For constant frame rate video that is the i-th frame `ffmpeg -i X -f rawvideo -` outputs,
   also in B-frame AVIs (XviD, H.264) and MPEG-TS; for variable frame rate video a frame may repeat or be skipped.
   Requested indices past the real end repeat the last frame, with one warning per file.
-- **Rotation.** A display matrix (phone videos) turns every frame upright with ffmpeg's own filters, as its
-  autorotate does, before any conversion, so RGB and planar YUV readers see the displayed picture.
+- **Rotation.** A display matrix (phone videos; mirrored: front cameras) shows every frame as ffmpeg 5.1's
+  autorotate does, with its filters (transpose, hflip, vflip; rotate for other angles) where it puts them: before
+  the conversion, after it for formats its transpose does not take (4:2:2 turned a quarter), so RGB and planar
+  YUV readers see the displayed picture. Frames whose size changes mid-stream are scaled to the first size.
 - **Seeks.** A clip is read by seeking to the keyframe before its first index and decoding forward to its last
   index; a seek that lands after the wanted frame or decodes nothing (MPEG-TS) retries earlier, then decodes
   from the start.
@@ -27,9 +29,9 @@ from typing import Callable, Iterator
 
 import av
 import av.error
-import av.filter
 import numpy as np
 
+from vivit.data.filters import Filter, Filters, display_filters, displayed_size, turns_late
 from vivit.data.media import VideoInfo, probe  # noqa: F401 (re-exported: the decoding API)
 from vivit.data.media import Timeline, decoded_frames, open_video, rewind, stream_info, video_stream
 from vivit.errors import DataError
@@ -51,34 +53,6 @@ def output_size(height: int, width: int, size: Size, upscale: bool = True) -> tu
         scale = size / min(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
     return size
-
-
-# what ffmpeg's autorotate inserts for a display matrix's clockwise turn
-_TURNS = {90: [("transpose", "clock")], 180: [("hflip", ""), ("vflip", "")], 270: [("transpose", "cclock")]}
-
-
-class _Filters:
-    """ffmpeg filters run on each frame (the graph is built for the first one: a stream's frames share a format).
-    Turning frames this way lets every converter, RGB or planar YUV, see the picture as displayed."""
-
-    def __init__(self, filters: list[tuple[str, str]]):
-        self.filters, self.graph = filters, None
-
-    def __call__(self, frame: av.VideoFrame) -> av.VideoFrame:
-        if not self.filters:
-            return frame
-        if self.graph is None:
-            self.graph = av.filter.Graph()
-            self.graph.threads = 1  # DataLoader workers already fill the cores
-            nodes = [self.graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name,
-                                           time_base=frame.time_base or Fraction(1, 1000))]
-            nodes += [self.graph.add(name, args) for name, args in self.filters]
-            nodes.append(self.graph.add("buffersink"))
-            for a, b in zip(nodes, nodes[1:]):
-                a.link_to(b)
-            self.graph.configure()
-        self.graph.push(frame)
-        return self.graph.pull()
 
 
 class _Lazy:
@@ -170,28 +144,24 @@ Converter = Callable[[av.VideoFrame], np.ndarray]
 
 @contextmanager
 def _opened(path: str | Path, threads: bool) -> Iterator[tuple[av.container.InputContainer,
-                                                                av.video.stream.VideoStream, VideoInfo, Timeline,
-                                                                _Filters]]:
-    """The open container, its video stream, metadata, time axis and the filters that turn frames upright."""
+                                                                av.video.stream.VideoStream, VideoInfo, Timeline]]:
+    """The open container, its video stream, metadata and time axis."""
     with open_video(path) as container:
         stream = video_stream(container)
         if threads:  # frame + slice threads: faster alone, no gain when DataLoader workers already fill the cores
             stream.thread_type = "AUTO"
-        info, timeline = stream_info(container, stream)
-        yield container, stream, info, timeline, _Filters(_TURNS.get(info.rotation, []))
+        yield container, stream, *stream_info(container, stream)
 
 
 def _open_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray],
                convert_for: Callable[[VideoInfo], Converter], threads: bool) -> tuple[np.ndarray, VideoInfo]:
-    """Open once, read the metadata, choose indices, decode them upright with the converter made for this video
-    (the converter sees frames of the displayed size `info.height` x `info.width`)."""
-    with _opened(path, threads) as (container, stream, info, timeline, upright):
+    """Open once, read the metadata, choose indices, decode them with the converter made for this video (it
+    shows frames as displayed, `info.height` x `info.width`, or at the size it was asked for)."""
+    with _opened(path, threads) as (container, stream, info, timeline):
         indices = np.asarray(choose(info), dtype=np.int64)
         if indices.ndim != 1 or indices.size == 0 or indices.min() < 0:
             raise DataError("frame indices must be a non-empty 1-D array of non-negative ints")
-        convert = convert_for(info)
-        return _decode(container, stream, indices, lambda frame: convert(upright(frame)), info, timeline,
-                       str(path)), info
+        return _decode(container, stream, indices, convert_for(info), info, timeline, str(path)), info
 
 
 def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
@@ -199,13 +169,17 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size:
     """Open a video once, pick indices from its metadata with `choose`, return uint8 RGB (T, H, W, C) and info.
 
     upscale=False keeps the native size when an int `size` is larger than the short side (cheaper: the
-    transforms resize once anyway). RGB comes from the filters `ffmpeg -pix_fmt rgb24` inserts (scale, bicubic,
-    then format), so its values are ffmpeg's also where swscale interpolates chroma (odd sizes).
+    transforms resize once anyway). RGB comes from the filter graph of `ffmpeg -pix_fmt rgb24 [-s WxH]`: the
+    display turn, a scale (bicubic) where the size changes, then the format, so its values are ffmpeg's also
+    where swscale interpolates chroma (odd sizes) or converts before turning (4:2:2). Frames of another size than
+    the first (a resolution change mid-stream) are scaled to the first's size, as ffmpeg's autoscale does.
     """
-    def convert_for(info: VideoInfo):
+    def convert_for(info: VideoInfo) -> Converter:
         height, width = output_size(info.height, info.width, size, upscale)
-        rgb = _Filters([("scale", f"{width}:{height}:flags=bicubic"), ("format", "rgb24")])
-        return lambda frame: rgb(frame).to_ndarray()
+        scale = [("scale", f"{width}:{height}:flags=bicubic")]
+        graphs = {same: Filters([*display_filters(info), *([] if same else scale), ("format", "rgb24")])
+                  for same in (False, True)}
+        return lambda frame: graphs[displayed_size(info, frame) == (height, width)](frame).to_ndarray()
 
     return _open_clip(path, choose, convert_for, threads)
 
@@ -215,18 +189,19 @@ def read_clip(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size:
 class YuvFrames:
     """8-bit planar YUV frames, (T, N) uint8: per frame the Y plane (H x W), then U and V (each
     ceil(H / sy) x ceil(W / sx) for chroma subsampling `chroma` = (sy, sx): (2, 2) 4:2:0, (1, 2) 4:2:2,
-    (1, 1) 4:4:4), rows packed without padding, so odd sizes keep every pixel.
+    (2, 1) 4:2:2 turned a quarter, (1, 1) 4:4:4), rows packed without padding, so odd sizes keep every pixel.
 
     Reading YUV skips the RGB conversion of whole frames; the transforms convert only their crop, as ffmpeg
-    converts frames. `full_range`: JPEG range (0..255) rather than video range (16..235); `bt709`: ITU-R BT.709
-    coefficients rather than BT.601.
+    converts frames. `full_range`: JPEG range (0..255) rather than video range (16..235); `colorspace`: the
+    AVColorSpace whose coefficients swscale applies (1 BT.709, 4 FCC, 7 SMPTE 240M, 9 and 10 BT.2020, any
+    other BT.601; `sws_getCoefficients`).
     """
 
     data: np.ndarray
     height: int
     width: int
     full_range: bool
-    bt709: bool
+    colorspace: int
     chroma: tuple[int, int] = (2, 2)
 
     def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -240,7 +215,8 @@ class YuvFrames:
 # 8-bit planar YUV read as decoded -> chroma subsampling (sy, sx); other frames are converted by swscale
 _PLANAR_YUV = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (1, 2), "yuvj422p": (1, 2),
                "yuv444p": (1, 1), "yuvj444p": (1, 1)}
-_BT709, _MPEG_RANGE, _JPEG_RANGE = 1, 1, 2  # AVColorSpace / AVColorRange values
+_LAYOUT = {(2, 2): "yuv420p", (1, 2): "yuv422p", (2, 1): "yuv440p", (1, 1): "yuv444p"}  # what swscale makes
+_MPEG_RANGE, _JPEG_RANGE = 1, 2  # AVColorRange values
 
 
 def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
@@ -262,10 +238,12 @@ def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
     return fmt.name if as_decoded else None, fmt.name.startswith("yuvj") or frame.color_range == _JPEG_RANGE
 
 
-def _packed_planes(frame: av.VideoFrame) -> np.ndarray:
-    """The three planes of a planar YUV frame, rows without their line padding, one after the other."""
-    return np.concatenate([np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:plane.height, :plane.width]
-                           .reshape(-1) for plane in frame.planes[:3]])
+def _packed_planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """The three planes of a planar YUV frame, rows without their line padding (a negative line size, as ffmpeg's
+    vflip makes: rows from the bottom up in memory, which PyAV's buffer starts at)."""
+    rows = [np.frombuffer(plane, np.uint8).reshape(-1, abs(plane.line_size))[:plane.height, :plane.width]
+            for plane in frame.planes[:3]]
+    return [r[::-1] if plane.line_size < 0 else r for r, plane in zip(rows, frame.planes)]
 
 
 def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], size: Size = None,
@@ -278,46 +256,84 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
     `min_shrink`: frames are scaled down to `size` only where that divides their short side by at least this
     much, else kept at native size (a small reduction saves little memory and costs the exact crop geometry).
     """
-    convert, encoding = _yuv_converter(size, upscale, min_shrink)
-    frames, info = _open_clip(path, choose, lambda info: convert, threads)
-    return YuvFrames(frames, *encoding), info
+    made: list[_YuvConverter] = []
+
+    def convert_for(info: VideoInfo) -> _YuvConverter:
+        made.append(_YuvConverter(info, size, upscale, min_shrink))
+        return made[0]
+
+    frames, info = _open_clip(path, choose, convert_for, threads)
+    return YuvFrames(frames, *made[0].encoding), info
 
 
-def _to_planar(frame: av.VideoFrame, height: int, width: int, full: bool) -> _Filters:
+def _to_planar(frame: av.VideoFrame, height: int, width: int, full: bool, layout: str | None = None,
+               before: tuple[Filter, ...] = ()) -> Filters:
     """ffmpeg's scale filter to 8-bit planar YUV of `height` x `width` (its chroma siting and filters, dithered
-    from higher bit depths). At native size, as ffmpeg's `-pix_fmt rgb24` conversion: bicubic chroma, and chroma
-    halved horizontally stays so at even widths (4:2:2: each sample then covers two pixels, as swscale's RGB
-    output uses it; odd widths force its full chroma interpolation); resized: bilinear to 4:4:4. RGB becomes
-    BT.601 YUV."""
+    from higher bit depths), after the filters `before`. At native size, as ffmpeg's `-pix_fmt rgb24`
+    conversion: bicubic chroma, and chroma subsampled horizontally becomes 4:2:2 at even widths (each sample then
+    covers two pixels, as swscale's RGB output uses it, also from 4:1:1; odd widths force its full chroma
+    interpolation); resized: bilinear to 4:4:4; `layout`: that format, bicubic (ffmpeg's autoscale). RGB becomes
+    BT.601 YUV; YUV keeps its coefficients."""
     same_size = (frame.height, frame.width) == (height, width)
-    halved = not frame.format.is_rgb and frame.width % 2 == 0 and frame.format.chroma_width() * 2 == frame.width
+    halved = not frame.format.is_rgb and frame.width % 2 == 0 and frame.format.chroma_width(256) < 256
     matrix = ":out_color_matrix=bt601" if frame.format.is_rgb or frame.format.has_palette else ""
-    scale = (f"{width}:{height}:flags={'bicubic' if same_size else 'bilinear'}"
-             f":out_range={'full' if full else 'limited'}{matrix}")
-    return _Filters([("scale", scale), ("format", "yuv422p" if same_size and halved else "yuv444p")])
+    flags = "bicubic" if same_size or layout else "bilinear"
+    layout = layout or ("yuv422p" if same_size and halved else "yuv444p")
+    scale = f"{width}:{height}:flags={flags}:out_range={'full' if full else 'limited'}{matrix}"
+    return Filters([*before, ("scale", scale), ("format", layout)])
 
 
-def _yuv_converter(size: Size, upscale: bool, min_shrink: float) -> tuple[Converter, list]:
-    """`read_clip_yuv`'s frame -> packed planes converter, and the list it fills with the planes' encoding
-    (height, width, full range, BT.709, chroma subsampling) at its first frame."""
-    encoding: list = []
-    to_planar: list[_Filters] = []  # made for the first frame that needs it: a stream's frames share one format
+def _turn_planes(planes: list[np.ndarray], info: VideoInfo) -> list[np.ndarray]:
+    """Planes turned a quarter clockwise (90) or counter-clockwise (270), then mirrored where the video is."""
+    turned = [np.rot90(plane, -1 if info.rotation == 90 else 1) for plane in planes]
+    return [plane[:, ::-1] for plane in turned] if info.mirrored else turned
 
-    def convert(frame: av.VideoFrame) -> np.ndarray:
-        height, width = output_size(frame.height, frame.width, size, upscale)
-        short, target = min(frame.height, frame.width), min(height, width)
-        if target < short < target * min_shrink:  # shrinking by less than min_shrink: native size
-            height, width = frame.height, frame.width
+
+class _YuvConverter:
+    """`read_clip_yuv`'s frame -> packed planes; `encoding`: the planes' (height, width, full range, colorspace,
+    chroma subsampling), set at the first frame.
+
+    Frames are turned as displayed first (ffmpeg's filters), except where ffmpeg converts before turning
+    (`filters.turns_late`): their planes are turned here, chroma (1, 2) becoming (2, 1). Frames of another size or
+    format than the first (a resolution change mid-stream) are scaled to the first's size and layout, as
+    ffmpeg's autoscale scales them to its first output size."""
+
+    def __init__(self, info: VideoInfo, size: Size, upscale: bool, min_shrink: float):
+        self.info, self.size, self.upscale, self.min_shrink = info, size, upscale, min_shrink
+        self.turn = Filters(display_filters(info))
+        self.encoding: tuple | None = None
+        self.source: tuple[int, int, str] | None = None  # the first frame's width, height and format
+        self.planar: Filters | None = None  # the first frame's scale filter, where it needs one
+        self.autoscale: Filters | None = None
+
+    def _size(self, frame: av.VideoFrame) -> tuple[int, int]:
+        """A frame's (height, width) as displayed, or at reduced size (shrinking by at least min_shrink)."""
+        height, width = displayed_size(self.info, frame)
+        target = output_size(height, width, self.size, self.upscale)
+        return (height, width) if min(target) < min(height, width) < min(target) * self.min_shrink else target
+
+    def __call__(self, frame: av.VideoFrame) -> np.ndarray:
+        source = (frame.width, frame.height, frame.format.name)
+        if self.encoding and source != self.source:
+            height, width, full, _, chroma = self.encoding
+            if self.autoscale is None:
+                self.autoscale = _to_planar(frame, height, width, full, _LAYOUT[chroma], tuple(self.turn.filters))
+            return np.concatenate([p.reshape(-1) for p in _packed_planes(self.autoscale(frame))])
+        height, width = self._size(frame)
+        late = (height, width) == displayed_size(self.info, frame) and turns_late(self.info, frame)
+        if not late:
+            frame = self.turn(frame)
         name, full = _encoding(frame)
-        if name is None or (frame.height, frame.width) != (height, width):
-            if not to_planar:
-                to_planar.append(_to_planar(frame, height, width, full))
-            name, frame = to_planar[0].filters[-1][1], to_planar[0](frame)
-        if not encoding:  # the scale filter converts to BT.601 (its untagged output), as its RGB output uses
-            encoding.extend([height, width, full, frame.colorspace == _BT709, _PLANAR_YUV[name]])
-        return _packed_planes(frame)
-
-    return convert, encoding
+        if name is None or (not late and (frame.height, frame.width) != (height, width)):
+            if self.planar is None:  # a late turn is at native size: the frame's own
+                self.planar = _to_planar(frame, *((frame.height, frame.width) if late else (height, width)), full)
+            name, frame = self.planar.filters[-1][1], self.planar(frame)
+        planes, chroma = _packed_planes(frame), _PLANAR_YUV[name]
+        if late:
+            planes, chroma = _turn_planes(planes, self.info), chroma[::-1]
+        if self.encoding is None:
+            self.source, self.encoding = source, (height, width, full, frame.colorspace, chroma)
+        return np.concatenate([p.reshape(-1) for p in planes])
 
 
 def iter_frames_yuv(path: str | Path, size: Size = None, upscale: bool = True, min_shrink: float = 1.0,
@@ -329,18 +345,17 @@ def iter_frames_yuv(path: str | Path, size: Size = None, upscale: bool = True, m
     1.5x faster on 2 cores, but it drops the frames around a corrupt packet without a word."""
     if step < 1:
         raise DataError(f"step must be >= 1, got {step}")
-    with _opened(path, threads) as (container, stream, info, timeline, upright):
-        convert, encoding = _yuv_converter(size, upscale, min_shrink)
-        convert_upright = lambda f: convert(upright(f))  # noqa: E731
+    with _opened(path, threads) as (container, stream, info, timeline):
+        convert = _YuvConverter(info, size, upscale, min_shrink)
         index, previous, shown = 0, None, -1
         for frame in decoded_frames(container, stream):
             timestamp = timeline.timestamp(frame)
             shown = shown + 1 if timestamp is None else timeline.first_index(timestamp)
-            current = _Lazy(frame, convert_upright)
+            current = _Lazy(frame, convert)
             while index < min(shown, info.frames):  # the previous frame is on screen until this one starts
                 if index % step == 0:
                     data = (previous or current).get()
-                    yield index, YuvFrames(data[None], *encoding)
+                    yield index, YuvFrames(data[None], *convert.encoding)
                 index += 1
             if index >= info.frames:
                 return
@@ -351,7 +366,7 @@ def iter_frames_yuv(path: str | Path, size: Size = None, upscale: bool = True, m
             log.warning("%s: the video ends after frame %d of %d: repeating it", path, index - 1, info.frames)
         for index in range(index, info.frames):
             if index % step == 0:
-                yield index, YuvFrames(previous.get()[None], *encoding)
+                yield index, YuvFrames(previous.get()[None], *convert.encoding)
 
 
 def read_frames(path: str | Path, indices, size: Size = None, threads: bool = False) -> np.ndarray:

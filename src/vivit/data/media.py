@@ -10,12 +10,14 @@ size and rotation (`probe`), without decoding more than the first frame.
   only: there the decoder's output dts (ffmpeg's `best_effort_timestamp`) is the display position, and the axis
   also covers the empty chunks of dropped frames, as ffmpeg's default output does. Timestamps that jump (MPEG-TS
   joined with `cat`) are made continuous as ffmpeg's CLI makes them (`Continuity`).
-- Rotation: the display matrix, which PyAV exposes on decoded frames only, hence the first frame.
+- Rotation: the display matrix, which PyAV exposes on decoded frames only, hence the first frame, read as
+  ffmpeg 5.1's autorotate reads it (its angle, and a mirror where the matrix flips the picture).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -36,7 +38,8 @@ class VideoInfo:
     duration: float
     width: int  # as displayed (after `rotation`)
     height: int
-    rotation: int = 0  # clockwise degrees the coded picture is turned for display: 0, 90, 180 or 270
+    rotation: int = 0  # clockwise degrees the coded picture is turned for display: 0, 90, 180, 270 (or any)
+    mirrored: bool = False  # then flipped left-right (a mirrored display matrix: front cameras)
 
 
 @dataclass(frozen=True)
@@ -242,13 +245,40 @@ def stream_info(container: av.container.InputContainer, stream: av.video.stream.
     if first is None:
         raise DataError("no frame could be decoded")
     rewind(container, stream)
-    rotation = round(-(first.rotation or 0) / 90) % 4 * 90  # PyAV: counter-clockwise degrees in [-180, 180]
+    rotation, mirrored = display_turn(first)
     if rotation in (90, 270):
         width, height = height, width
     timeline = Timeline(frame_timestamp(first, use_dts) or 0, 1 / (rate * stream.time_base), use_dts,
                         seekable=not (packets and packets.jumps))
     return VideoInfo(frames=int(frames), fps=float(rate), duration=float(frames / rate), width=width,
-                     height=height, rotation=rotation), timeline
+                     height=height, rotation=rotation, mirrored=mirrored), timeline
+
+
+def _c_round(x: float) -> float:
+    return math.copysign(math.floor(abs(x) + 0.5), x)  # C's round(): halves away from zero
+
+
+def display_turn(frame: av.VideoFrame) -> tuple[int, bool]:
+    """(clockwise degrees, mirrored) that show `frame` as ffmpeg 5.1's autorotate does: its angle is
+    -round(av_display_rotation_get) in [0, 360) (fftools/cmdutils.c get_rotation), and at 0, 90, 180 and 270 the
+    signs of matrix entries 0, 3 and 4 choose a flip (fftools/ffmpeg_filter.c configure_input_video_filter:
+    transpose cclock_flip / clock_flip, hflip, vflip); other angles turn without a flip (its rotate filter)."""
+    side = next((s for s in frame.side_data if s.type.name == "DISPLAYMATRIX"), None)
+    if side is None:
+        return 0, False
+    m = [int.from_bytes(bytes(side)[4 * i:4 * i + 4], sys.byteorder, signed=True) / 65536 for i in range(5)]
+    if math.hypot(m[0], m[3]) == 0 or math.hypot(m[1], m[4]) == 0:  # no angle (NaN): ffmpeg inserts nothing
+        return 0, False
+    angle = -_c_round(-math.degrees(math.atan2(m[1] / math.hypot(m[1], m[4]), m[0] / math.hypot(m[0], m[3]))))
+    angle = int(angle - 360 * math.floor(angle / 360 + 0.9 / 360))
+    if angle == 90:
+        return 90, m[3] > 0  # transpose=cclock_flip: turned clockwise, then mirrored
+    if angle == 270:
+        return 270, m[3] < 0  # transpose=clock_flip
+    if angle in (0, 180):  # hflip where m[0] < 0 (at 180 only), vflip where m[4] < 0; both: a half turn
+        hflip, vflip = angle == 180 and m[0] < 0, m[4] < 0
+        return (180, not hflip) if vflip else (0, hflip)  # a vflip is a half turn, mirrored
+    return (angle, False) if angle > 1 else (0, False)
 
 
 def probe(path: str | Path) -> VideoInfo:

@@ -133,9 +133,19 @@ def color_jitter_map(mean_rgb: torch.Tensor, cfg: AugmentConfig,
     return matrix, offset
 
 
-def _yuv_to_rgb(full_range: bool, bt709: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(matrix, offset) with RGB in [0, 1] = matrix @ (Y, U, V) + offset for 8-bit YUV values (ITU-R BT.601/709)."""
-    kr, kb = (0.2126, 0.0722) if bt709 else (0.299, 0.114)
+# libswscale/yuv2rgb.c ff_yuv2rgb_coeffs by AVColorSpace (sws_getCoefficients: any other value is BT.601):
+# the standards' (kr, kb) and swscale's (crv, cbu, cgu, cgv) in 16.16 fixed point for video range
+_BT601 = ((0.299, 0.114), (104597, 132201, 25675, 53279))
+_MATRICES = {1: ((0.2126, 0.0722), (117489, 138438, 13975, 34925)),  # ITU-R BT.709
+             4: ((0.30, 0.11), (104448, 132798, 24759, 53109)),  # FCC
+             7: ((0.212, 0.087), (117579, 136230, 16907, 35559)),  # SMPTE 240M
+             9: ((0.2627, 0.0593), (110013, 140363, 12277, 42626)),  # ITU-R BT.2020 (non-constant luminance)
+             10: ((0.2627, 0.0593), (110013, 140363, 12277, 42626))}  # BT.2020 constant luminance: the same
+
+
+def _yuv_to_rgb(full_range: bool, colorspace: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(matrix, offset) with RGB in [0, 1] = matrix @ (Y, U, V) + offset for 8-bit YUV values (`_MATRICES`)."""
+    kr, kb = _MATRICES.get(colorspace, _BT601)[0]
     kg = 1 - kr - kb
     to_rgb = torch.tensor([[1.0, 0.0, 2 * (1 - kr)],
                            [1.0, -2 * kb * (1 - kb) / kg, -2 * kr * (1 - kr) / kg],
@@ -145,15 +155,11 @@ def _yuv_to_rgb(full_range: bool, bt709: bool) -> tuple[torch.Tensor, torch.Tens
     return matrix, -matrix @ torch.tensor([black, 128.0, 128.0], dtype=torch.float64)
 
 
-# libswscale/yuv2rgb.c ff_yuv2rgb_coeffs: (crv, cbu, cgu, cgv) in 16.16 fixed point, BT.601 and BT.709
-_SWSCALE_TABLES = {False: (104597, 132201, 25675, 53279), True: (117489, 138438, 13975, 34925)}
-
-
-def _unscaled_coefficients(full_range: bool, bt709: bool) -> tuple[int, int, int, int, int, int]:
+def _unscaled_coefficients(full_range: bool, colorspace: int) -> tuple[int, int, int, int, int, int]:
     """(y, vr, ub, ug, vg, y offset) of swscale's unscaled YUV -> RGB converter, the one ffmpeg uses for 4:2:0
     and 4:2:2 frames of even height, as `ff_yuv2rgb_c_init_tables` sets them (default contrast, saturation,
     brightness): 16-bit fixed point applied to 8 x the 8-bit values, each product floored (x86/yuv_2_rgb.asm)."""
-    crv, cbu, cgu, cgv = _SWSCALE_TABLES[bt709]
+    crv, cbu, cgu, cgv = _MATRICES.get(colorspace, _BT601)[1]
     cgu, cgv = -cgu, -cgv
     cy, oy = 1 << 16, 0
     if full_range:  # C division truncates toward zero
@@ -185,12 +191,12 @@ def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch
         y = F.pad(y[:, None].float(), pad, mode="replicate")[:, 0].to(kind)
     chroma = [p[:, ct:ct + ch, cl:cl + cw].to(kind) for p in (u, v)]
     if unscaled:  # terms of 8 x (value - offset), each (term * coefficient) >> 16
-        cy, vr, ub, ug, vg, y_offset = _unscaled_coefficients(frames.full_range, frames.bt709)
+        cy, vr, ub, ug, vg, y_offset = _unscaled_coefficients(frames.full_range, frames.colorspace)
         y = y.mul_(8).sub_(y_offset).mul_(cy).bitwise_right_shift_(16)
         u8, v8 = (p.mul_(8).sub_(1024) for p in chroma)
         shifts = [(v8 * vr) >> 16, ((u8 * ug) >> 16).add_((v8 * vg) >> 16), (u8 * ub) >> 16]
     else:
-        matrix, offset = _yuv_to_rgb(frames.full_range, frames.bt709)
+        matrix, offset = _yuv_to_rgb(frames.full_range, frames.colorspace)
         y.mul_(255 * float(matrix[0, 0]))  # every channel weighs luma the same
         shifts = [(chroma[0] * row[1]).add_(chroma[1], alpha=row[2]).add_(bias + 0.5)  # + 0.5, truncation: rounding
                   for row, bias in zip((255 * matrix).tolist(), (255 * offset).tolist())]
