@@ -210,3 +210,22 @@ def test_a_bad_config_field_is_one_error_line_naming_it(tmp_path, capsys, field,
     assert main(["convert", "--from", "hf", str(tmp_path / "hf"), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and field in err and "\n" not in err
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+@torch.no_grad()
+def test_a_wrapped_hf_state_dict_loads_with_the_prefix_removed(tmp_path, prefix):
+    """A VivitForVideoClassification saved from DDP (`module.vivit.embeddings.cls_token`) or torch.compile
+    (`_orig_mod.vivit...`): read from a folder and from memory as the plain model, the report says so."""
+    ref = hf_model()
+    wrapped = {prefix + k: v for k, v in ref.state_dict().items()}
+    assert f"{prefix}vivit.embeddings.cls_token" in wrapped and f"{prefix}classifier.weight" in wrapped
+    assert f"{prefix}vivit.layers.1.attention.q_proj.weight" in wrapped
+    ref.config.save_pretrained(tmp_path)
+    torch.save(wrapped, tmp_path / "pytorch_model.bin")
+    x = pixels().transpose(1, 2)
+    expected = hf.from_hf(ref)(x)
+    for src, config in ((tmp_path, None), (wrapped, ref.config)):
+        model, report = hf.load_hf(src, config)
+        assert report.wrapper_prefix == prefix and torch.equal(model(x), expected)
+        assert sorted(report.used) == sorted(ref.state_dict()) and report.unexpected == []

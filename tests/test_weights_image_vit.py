@@ -269,3 +269,46 @@ def test_a_vit_config_without_gelu_or_eps_means_transformers_defaults(tmp_path):
     (tmp_path / "vit" / "config.json").write_text(json.dumps(config))
     notes = one_frame_model(read_image_vit(tmp_path / "vit"))[1].notes
     assert any("hidden_act='gelu', layer_norm_eps=1e-12" in note for note in notes)
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "module._orig_mod."])
+@torch.no_grad()
+def test_a_wrapped_image_vit_state_dict_loads_with_the_prefix_removed(tmp_path, prefix):
+    """An image ViT saved from DDP / torch.compile, timm names (`module.blocks.0.attn.qkv.weight`) or HF names
+    (`_orig_mod.layers.0.attention.q_proj.weight`): the same video model as from the plain state dict."""
+    video = torch.randn(2, 3, 4, SIZE, SIZE)
+    for plain, key in ((timm_layout(), "blocks.0.attn.qkv.weight"), (image_vit().state_dict(), "layers.0.attention.q_proj.weight")):
+        wrapped = {prefix + k: v for k, v in plain.items()}
+        assert prefix + key in wrapped
+        save_file(wrapped, str(tmp_path / "vit.safetensors"))
+        torch.manual_seed(0)
+        reference = video_model("st", num_frames=4)
+        init_from_image_vit(reference, plain)
+        torch.manual_seed(0)
+        model = video_model("st", num_frames=4)
+        report = init_from_image_vit(model, tmp_path / "vit.safetensors")
+        assert report.wrapper_prefix == prefix and f"wrapper prefix {prefix!r}" in report.summary()
+        assert torch.equal(model(video), reference(video))
+        assert not any(k.startswith(prefix) for k in report.used + report.unexpected)
+
+
+@torch.no_grad()
+def test_cli_image_vit_to_one_frame_takes_a_one_frame_tubelet(tmp_path, capsys):
+    """`--frames 1`: the default 2-frame tubelet cannot fit, so the tubelet embeds 1 frame (the report says
+    so) and the model on one frame is the image ViT."""
+    vit = hf_vit()
+    vit.save_pretrained(tmp_path / "vit")
+    assert main(["convert", "--from", "image-vit", str(tmp_path / "vit"), str(tmp_path / "out"), "--frames", "1"]) == 0
+    assert f"tubelet (1, {PATCH}, {PATCH}): 1 frame per tubelet" in capsys.readouterr().out
+    model = vivit.load_pretrained(tmp_path / "out")
+    assert (model.config.num_frames, model.config.tubelet) == (1, (1, PATCH, PATCH))
+    x = torch.randn(2, 3, SIZE, SIZE)
+    expected = vit(pixel_values=x).last_hidden_state[:, 0]
+    assert torch.allclose(model.forward_features(x.unsqueeze(2)), expected, atol=1e-5, rtol=0)
+
+
+def test_config_for_image_vit_takes_a_tubelet_that_fits_the_frames():
+    image = read_image_vit(image_vit())
+    assert [config_for_image_vit(image, num_frames=n).tubelet[0] for n in (1, 2, 3, 8)] == [1, 2, 1, 2]
+    with pytest.raises(ConfigError, match=r"num_frames=1 does not fit tubelet=\(2, 8, 8\).*tubelet's t to one of \[1\]"):
+        config_for_image_vit(image, num_frames=1, tubelet=(2, PATCH, PATCH))  # a tubelet given is kept

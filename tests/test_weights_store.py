@@ -5,6 +5,7 @@ import msgpack
 import pytest
 import torch
 from conftest import VARIANTS, tiny_model
+from safetensors.torch import save_file
 from test_weights_hf import hf_model
 from test_weights_image_vit import big_vision_npz
 from test_weights_scenic import FRAMES, _encode, official_tree
@@ -12,7 +13,8 @@ from test_weights_scenic import FRAMES, _encode, official_tree
 import vivit
 from vivit.cli import main
 from vivit.errors import VivitError
-from vivit.weights.store import load_pretrained_with_report, load_state_dict, read_state_dict
+from vivit.weights.store import (build, load_pretrained_with_report, load_state_dict, read_state_dict,
+                                 strip_wrapper_prefix)
 
 
 def ckpt_model(variant="st", **kw):
@@ -89,6 +91,45 @@ def test_shape_mismatch_names_key_and_shapes():
         load_state_dict(ckpt_model(), sd)
     with pytest.raises(VivitError, match="no counterpart in this model: .*spatial.blocks"):
         load_state_dict(ckpt_model("st"), ckpt_model("fe").state_dict())
+
+
+WRAPPER_PREFIXES = ["module.", "_orig_mod.", "module._orig_mod."]  # DDP, torch.compile, DDP around a compiled model
+
+
+@pytest.mark.parametrize("prefix", WRAPPER_PREFIXES)
+@torch.no_grad()
+def test_a_wrapped_model_state_dict_loads_with_the_prefix_removed(tmp_path, prefix):
+    """`torch.save(ddp_model.state_dict())` names every key `module.tokenizer.proj.weight`, a torch.compile'd
+    model `_orig_mod.tokenizer.proj.weight`: each loader takes it as the plain model's and says so."""
+    model = ckpt_model()
+    wrapped = {prefix + k: v for k, v in model.state_dict().items()}
+    assert f"{prefix}tokenizer.proj.weight" in wrapped and f"{prefix}encoder.blocks.0.attn.qkv.weight" in wrapped
+    assert {f"_orig_mod.{k}" for k in model.state_dict()} == set(torch.compile(model).state_dict())
+    torch.save(wrapped, tmp_path / "ddp.pt")
+    video = torch.randn(2, 3, 8, 32, 32)
+    expected = model(video)
+    plain = ckpt_model()
+    report = load_state_dict(plain, read_state_dict(tmp_path / "ddp.pt"), "ddp.pt")
+    assert report.wrapper_prefix == prefix and f"wrapper prefix {prefix!r}" in report.summary()
+    assert sorted(report.used) == sorted(model.state_dict()) and torch.equal(plain(video), expected)
+    folder = tmp_path / "folder"  # our format (config.json + model.safetensors) holding the wrapped keys
+    model.save_pretrained(folder)
+    save_file({k: v.contiguous() for k, v in wrapped.items()}, str(folder / "model.safetensors"))
+    loaded, report = load_pretrained_with_report(folder)
+    assert report.wrapper_prefix == prefix and torch.equal(loaded(video), expected)
+    assert torch.equal(vivit.load_pretrained(folder)(video), expected)
+    _, report = build(model.config, wrapped, "ddp", num_classes=7)  # the head filter sees plain names
+    assert report.missing == ["head.weight", "head.bias"] and report.wrapper_prefix == prefix
+
+
+def test_only_a_prefix_every_key_carries_is_removed():
+    sd = ckpt_model().state_dict()
+    some = {(f"module.{k}" if k.startswith("encoder.") else k): v for k, v in sd.items()}
+    assert strip_wrapper_prefix(some) == (some, "")
+    assert strip_wrapper_prefix({"module.a": 1, "module.b": 2}) == ({"a": 1, "b": 2}, "module.")
+    assert strip_wrapper_prefix({"modules.a": 1}) == ({"modules.a": 1}, "")
+    with pytest.raises(VivitError, match="no counterpart in this model: .*'module.encoder"):
+        load_state_dict(ckpt_model(), some)
 
 
 def test_pickles_are_refused_except_weights_only(tmp_path):

@@ -87,11 +87,7 @@ class ViViTConfig:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
         if self.tokenizer == "uniform_frame" and self.tubelet[0] != 1:
             raise ConfigError(f"tokenizer='uniform_frame' embeds single frames: tubelet must be (1, h, w), got {self.tubelet}")
-        t, h, w = self.tubelet
-        if self.num_frames % t or self.image_size[0] % h or self.image_size[1] % w:
-            raise ConfigError(
-                f"num_frames x image_size {self.num_frames}x{self.image_size} must be divisible by tubelet {self.tubelet}"
-            )
+        self._check_tubelet_fits()
         if self.width % self.num_heads:
             raise ConfigError(f"width {self.width} must be divisible by num_heads {self.num_heads}")
         if self.variant == "fe" and self.temporal_pool == "transformer":
@@ -104,6 +100,16 @@ class ViViTConfig:
                               f"is not allowed; choose one of {list(TOKEN_FREE_CLASSIFIERS)}")
         if self.variant == "fdp" and self.num_heads < 2:
             raise ConfigError("variant 'fdp' splits heads between time and space: num_heads must be >= 2")
+
+    def _check_tubelet_fits(self) -> None:
+        """Each input axis is a whole number of tubelets: num_frames by t, image_size (H, W) by (h, w)."""
+        sizes = {"num_frames": self.num_frames, "image_size[0]": self.image_size[0], "image_size[1]": self.image_size[1]}
+        for (name, size), axis, step in zip(sizes.items(), "thw", self.tubelet):
+            if size % step:
+                fits = [d for d in range(1, size + 1) if size % d == 0]
+                raise ConfigError(f"{name}={size} does not fit tubelet={self.tubelet} (t, h, w): its {axis} size {step} "
+                                  f"must divide {name}; set {name} to a multiple of {step}, or the tubelet's {axis} to "
+                                  f"one of {fits[:12]}{' ...' if len(fits) > 12 else ''}")
 
     def _check_splits(self) -> None:
         """class_splits: positive ints summing to num_classes; split_names: unique, one per split (Scenic's

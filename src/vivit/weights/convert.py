@@ -88,6 +88,9 @@ def convert(args: argparse.Namespace) -> tuple[ViViT, LoadReport, list[str] | No
         model = ViViT(image_vit.config_for_image_vit(image, args.variant or "st", frames, **overrides))
         report = image_vit.init_from_image_vit(model, image, args.tubelet_init, args.fsa_temporal_init,
                                                args.pos_interpolation, args.recipe, args.pos_size_change)
+        if model.config.tubelet[0] != image_vit.TUBELET_FRAMES:
+            report.notes.append(f"tubelet {model.config.tubelet}: 1 frame per tubelet, since the default "
+                                f"{image_vit.TUBELET_FRAMES} does not divide --frames {frames}")
     if args.labels is not None:
         labels = read_labels(args.labels)
     elif labels is not None and len(labels) != model.config.num_classes:

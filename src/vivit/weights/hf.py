@@ -21,7 +21,7 @@ from torch import nn
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError, VivitError
 from vivit.model.vivit import ViViT
-from vivit.weights.store import LoadReport, block_depth, build, read_state_dict, sibling_config
+from vivit.weights.store import LoadReport, block_depth, build, read_state_dict, sibling_config, strip_wrapper_prefix
 
 # HF 5.x block sub-module -> timm/ours block sub-module (each has .weight and .bias).
 BLOCK_V5 = {"layernorm_before": "norm1", "attention.o_proj": "attn.proj", "layernorm_after": "norm2",
@@ -236,15 +236,17 @@ def read_hf(src: Any, config: Any = None) -> tuple[dict[str, torch.Tensor], Any,
 
 
 def load_hf(src: Any, config: Any = None, **overrides: Any) -> tuple[ViViT, LoadReport]:
-    """`from_hf` plus the load report. `config`: a HF `VivitConfig`/dict, or our `ViViTConfig`."""
+    """`from_hf` plus the load report. `config`: a HF `VivitConfig`/dict, or our `ViViTConfig`. A DDP /
+    torch.compile prefix on every key (`store.strip_wrapper_prefix`) is removed and reported."""
     sd, hf_cfg, source = read_hf(src, config)
     if hf_cfg is None:
         raise ConfigError(f"{source}: a HF config is needed (config.json next to the weights, or config=...)")
+    sd, wrapper_prefix = strip_wrapper_prefix(sd)
     ours, used, ignored = convert_state_dict(sd)
     num_classes = ours["head.weight"].shape[0] if "head.weight" in ours else 0
     cfg = hf_cfg if isinstance(hf_cfg, ViViTConfig) else config_from_hf(hf_cfg, num_classes)
     model, report = build(cfg, ours, source, **overrides)
-    report.used, report.unexpected = used, ignored
+    report.used, report.unexpected, report.wrapper_prefix = used, ignored, wrapper_prefix
     return model, report
 
 

@@ -30,7 +30,8 @@ from torch import nn
 
 from vivit.errors import ConfigError, VivitError
 from vivit.weights import hf, scenic
-from vivit.weights.store import INDEX_SUFFIX, PICKLE_SUFFIXES, block_depth, read_state_dict, sibling_config
+from vivit.weights.store import (INDEX_SUFFIX, PICKLE_SUFFIXES, block_depth, read_state_dict, sibling_config,
+                                 strip_wrapper_prefix)
 
 # Image-classifier parts of the PyTorch layouts (and HF's masked-image token) that a video model leaves unused.
 IGNORABLE = ("head", "fc_norm", "pre_logits", "pooler", "classifier", "attn_pool", "embeddings.mask_token")
@@ -89,6 +90,7 @@ class ImageViT(NamedTuple):
     num_heads: int | None  # None where the source does not tell (timm, HF without a config)
     layout: str = ""  # a key of LAYOUTS
     hf_config: dict[str, Any] | None = None  # the source's transformers config (config.json), when it has one
+    wrapper_prefix: str = ""  # the DDP / torch.compile prefix removed from every source key (`strip_wrapper_prefix`)
 
     @property
     def qkv_bias(self) -> bool:
@@ -242,10 +244,12 @@ def _load(source: Any) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
 
 def read_image_vit(source: Any) -> ImageViT:
     """Any supported image ViT (module, state dict, Flax tree, .npz/.safetensors/.bin file, HF folder or
-    Flax msgpack checkpoint) -> timm layout, with the layout recognised and the source keys used / unused."""
+    Flax msgpack checkpoint) -> timm layout, with the layout recognised and the source keys used / unused
+    (named without a DDP / torch.compile prefix that every key carries: it is removed and kept in `wrapper_prefix`)."""
     if isinstance(source, ImageViT):
         return source
     name, sd, config = _load(source)
+    sd, wrapper_prefix = strip_wrapper_prefix(sd)
     heads = (config or {}).get("num_attention_heads")
     hf_config = config if config is not None and "model_type" in config else None  # a transformers config
     keys = list(sd)
@@ -269,4 +273,5 @@ def read_image_vit(source: Any) -> ImageViT:
     if foreign := [k for k in unused if k not in read.ignorable]:
         raise VivitError(f"{source_name}: tensors with no ViViT counterpart: {foreign[:8]} "
                          "(a ViT variant with extra layers?)")
-    return ImageViT(read.state, sorted(read.used), unused, source_name, read.num_heads, read.layout, hf_config)
+    return ImageViT(read.state, sorted(read.used), unused, source_name, read.num_heads, read.layout, hf_config,
+                    wrapper_prefix)

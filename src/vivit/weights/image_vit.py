@@ -47,6 +47,7 @@ FSA_FROM_IMAGE = {"norm1": ("norm_space", "norm_time"), "attn.qkv": ("attn_space
 # Official init_encoderblock: LayerNorm_0 -> LayerNorm_space only; LayerNorm_time keeps its init.
 FSA_FROM_IMAGE_SCENIC = {**FSA_FROM_IMAGE, "norm1": ("norm_space",)}
 HEADS_BY_WIDTH = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}  # ViT Ti/S/B/L/H
+TUBELET_FRAMES = 2  # frames per tubelet of the official ViViT configs (16x2, 8x2 tubelets)
 # transformers' ViTConfig defaults (transformers/models/vit/configuration_vit.py, class ViTConfig): what a
 # model_type "vit" config.json that leaves these fields out means.
 HF_VIT_DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12}
@@ -54,12 +55,15 @@ HF_VIT_DEFAULTS = {"hidden_act": "gelu", "layer_norm_eps": 1e-12}
 
 def config_for_image_vit(image: ImageViT, variant: str = "st", num_frames: int = 32, **overrides: Any) -> ViViTConfig:
     """A ViViT config matching an image ViT's sizes: width, depth, heads, MLP, input channels, q/k/v bias,
-    patch and image size. GELU and LayerNorm eps stay the official ViViT's (tanh, 1e-6) unless overridden."""
+    patch and image size. The tubelet takes `TUBELET_FRAMES` frames, or 1 where that does not divide `num_frames`
+    (e.g. 1 frame), unless `tubelet` is given. GELU and LayerNorm eps stay the official ViViT's (tanh, 1e-6)
+    unless overridden."""
     s = image.state
     width, in_channels, ph, pw = s["patch_embed.proj.weight"].shape
     side = math.isqrt(s["pos_embed"].shape[1] - int("cls_token" in s))
+    frames_per_tubelet = TUBELET_FRAMES if num_frames % TUBELET_FRAMES == 0 else 1
     kw: dict[str, Any] = dict(
-        variant=variant, num_frames=num_frames, image_size=(side * ph, side * pw), tubelet=(2, ph, pw),
+        variant=variant, num_frames=num_frames, image_size=(side * ph, side * pw), tubelet=(frames_per_tubelet, ph, pw),
         in_channels=in_channels, width=width, depth=timm_depth(s),
         num_heads=image.num_heads or HEADS_BY_WIDTH.get(width, 0), mlp_dim=s["blocks.0.mlp.fc1.weight"].shape[0],
         qkv_bias=image.qkv_bias, classifier="gap" if variant in ("fsa", "fdp") else "token",
@@ -260,6 +264,7 @@ def init_from_image_vit(
     fresh = [k for k in model.state_dict() if k not in ours]
     report = load_state_dict(model, ours, image.source, allow_missing=fresh)
     report.used, report.unexpected, report.notes = used, unused, report.notes + notes
+    report.wrapper_prefix = image.wrapper_prefix
     if pos_key in ours and s["pos_embed"].shape != ours[pos_key].shape:
         report.resampled = {pos_key: [list(s["pos_embed"].shape), list(ours[pos_key].shape)]}
     return report

@@ -50,6 +50,7 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     resampled: dict[str, list[list[int]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    wrapper_prefix: str = ""  # removed from every source key (`strip_wrapper_prefix`); "" when none was
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,8 +61,25 @@ class LoadReport:
         lines += [f"  unused: {k}" for k in self.unexpected]
         lines += [f"  not loaded (kept at init): {k}" for k in _group(self.missing)]
         lines += [f"  resampled {k}: {a} -> {b}" for k, (a, b) in self.resampled.items()]
+        if self.wrapper_prefix:
+            lines.append(f"  note: wrapper prefix {self.wrapper_prefix!r} (DDP / torch.compile) removed from every source key")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel / DataParallel, torch.compile's OptimizedModule
+
+
+def strip_wrapper_prefix(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], str]:
+    """(`state_dict` without its wrapper prefix, the prefix removed): a `WRAPPER_PREFIXES` entry is removed,
+    repeatedly (`module._orig_mod.`), only while EVERY key carries it; one on some keys only is a real name, kept."""
+    state, removed = dict(state_dict), ""
+    while state:
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) and k != p for k in state)), None)
+        if prefix is None:
+            break
+        state, removed = {k[len(prefix):]: v for k, v in state.items()}, removed + prefix
+    return state, removed
 
 
 def block_depth(keys: Iterable[str], pattern: str) -> int:
@@ -105,9 +123,10 @@ def load_state_dict(
     """Load `state_dict` (our key names) into `model` strictly, resampling positional embeddings
     made for another token grid (`posembed.resample` modes `pos_spatial`, `pos_temporal`; the official
     Scenic `tile` of a frame-count change is `pos_temporal="tile"`). Keys starting with an
-    `allow_missing` prefix may be absent."""
+    `allow_missing` prefix may be absent. A DDP / torch.compile prefix on every key is removed and reported."""
     check_choice("pos_spatial", pos_spatial, posembed.SPATIAL_MODES)
     check_choice("pos_temporal", pos_temporal, posembed.TEMPORAL_MODES)
+    state_dict, wrapper_prefix = strip_wrapper_prefix(state_dict)
     own = model.state_dict()
     unexpected = sorted(set(state_dict) - set(own))
     if unexpected:
@@ -118,7 +137,7 @@ def load_state_dict(
     not_allowed = [k for k in missing if not k.startswith(allow)]
     if not_allowed:
         raise VivitError(f"{source}: missing weights for {not_allowed[:8]}{' ...' if len(not_allowed) > 8 else ''}")
-    report = LoadReport(source, used=sorted(state_dict), missing=missing)
+    report = LoadReport(source, used=sorted(state_dict), missing=missing, wrapper_prefix=wrapper_prefix)
     layout = pos_embed_layout(model)
     src_layout = layout_of(source_config) if source_config is not None else {}
     merged = dict(own)
@@ -367,12 +386,13 @@ def build(source_config: ViViTConfig, state_dict: Mapping[str, torch.Tensor], so
     (`pos_spatial` / `pos_temporal`: modes of `posembed.resample`)."""
     config = source_config.replace(**overrides)
     model = ViViT(config)
-    state = dict(state_dict)
+    state, wrapper_prefix = strip_wrapper_prefix(state_dict)
     allow: tuple[str, ...] = ()
     if config.num_classes != source_config.num_classes:
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
         allow = ("head.",)
     report = load_state_dict(model, state, source, source_config, allow, pos_spatial, pos_temporal)
+    report.wrapper_prefix = wrapper_prefix
     if allow:
         report.notes.append(f"head re-initialised: num_classes {source_config.num_classes} -> {config.num_classes}")
     return model.eval(), report
