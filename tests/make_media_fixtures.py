@@ -161,6 +161,7 @@ FIXTURES += [
       for space in ("bt2020nc", "smpte240m", "fcc")],
     *[Fixture(f"ffv1_{fmt}.mkv", ["-c:v", "ffv1", "-pix_fmt", fmt], SHORT, f"{fmt}, lossless (as DV NTSC: 4:1:1)")
       for fmt in ("yuv411p", "yuv410p")],
+    Fixture("png_rgb48.mov", ["-c:v", "png", "-pix_fmt", "rgb48be"], SHORT, "16-bit RGB PNG frames in QuickTime"),
 ]
 
 

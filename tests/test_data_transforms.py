@@ -126,7 +126,7 @@ def test_yuv_crops_are_the_rgb_crops_of_odd_sized_planes(chroma, height, width):
     rng = np.random.default_rng(0)
     y = rng.integers(16, 236, (2, height, width), dtype=np.uint8)
     u, v = rng.integers(16, 241, (2, 2, ch, cw), dtype=np.uint8)
-    frames = YuvFrames(np.concatenate([p.reshape(2, -1) for p in (y, u, v)], 1), height, width, False, False, chroma)
+    frames = YuvFrames(np.concatenate([p.reshape(2, -1) for p in (y, u, v)], 1), height, width, False, 2, chroma)
     up = [p.repeat(sy, 1).repeat(sx, 2)[:, :height, :width].astype(np.int64) - 128 for p in (u, v)]
     if chroma == (1, 1):
         luma = 1.164384 * (y.astype(float) - 16)

@@ -115,3 +115,12 @@ def test_yuv_path_of_411_and_410_keeps_chroma_at_half_width_as_swscales_rgb_outp
     assert frames.chroma == (1, 2)
     high, mean = yuv_crops_error(name)
     assert high <= 4 and mean <= 1, (high, mean)
+
+
+@pytest.mark.parametrize("name", ["rgb.mkv", "png_rgb48.mov"])
+def test_rgb_sources_stay_rgb_in_the_yuv_path(name):
+    """RGB (and 16-bit RGB) frames become planar RGB, not 8-bit YUV: crops are ffmpeg's pixels (were up to 4
+    levels off through the YUV round trip)."""
+    frames, _ = read_clip_yuv(MEDIA / name, lambda info: np.arange(5))
+    assert frames.colorspace == 0  # AVCOL_SPC_RGB: G, B, R planes
+    assert yuv_crops_error(name) == (0, 0.0)

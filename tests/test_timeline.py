@@ -59,7 +59,7 @@ def test_the_ring_buffer_holds_one_window_not_the_video(monkeypatch):
         nonlocal most
         calls.append(step)
         for i in range(0, 2000, step):
-            frame = YuvFrames(np.full((1, 16 * 16 * 3 // 2), i % 256, np.uint8), 16, 16, False, False)
+            frame = YuvFrames(np.full((1, 16 * 16 * 3 // 2), i % 256, np.uint8), 16, 16, False, 2)
             alive[:] = [r for r in alive if r() is not None] + [weakref.ref(frame)]
             most = max(most, len(alive))
             yield i, frame
@@ -71,7 +71,7 @@ def test_the_ring_buffer_holds_one_window_not_the_video(monkeypatch):
     assert calls == [2] and len(clips) == len(starts) == 331
     assert most <= 8 + 6 // 2 + 1
     window_1 = YuvFrames(np.stack([np.full(16 * 16 * 3 // 2, i, np.uint8) for i in range(6, 21, 2)]), 16, 16,
-                         False, False)  # frames 6, 8, .., 20
+                         False, 2)  # frames 6, 8, .., 20
     torch.testing.assert_close(clips[1], eval_transform(window_1, 16, 1, "minus_one_one", 16)[0])
 
 

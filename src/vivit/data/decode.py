@@ -194,7 +194,7 @@ class YuvFrames:
     Reading YUV skips the RGB conversion of whole frames; the transforms convert only their crop, as ffmpeg
     converts frames. `full_range`: JPEG range (0..255) rather than video range (16..235); `colorspace`: the
     AVColorSpace whose coefficients swscale applies (1 BT.709, 4 FCC, 7 SMPTE 240M, 9 and 10 BT.2020, any
-    other BT.601; `sws_getCoefficients`).
+    other BT.601; `sws_getCoefficients`), or 0 (AVCOL_SPC_RGB): the planes are G, B, R (RGB sources, 4:4:4).
     """
 
     data: np.ndarray
@@ -214,16 +214,17 @@ class YuvFrames:
 
 # 8-bit planar YUV read as decoded -> chroma subsampling (sy, sx); other frames are converted by swscale
 _PLANAR_YUV = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (1, 2), "yuvj422p": (1, 2),
-               "yuv444p": (1, 1), "yuvj444p": (1, 1)}
+               "yuv444p": (1, 1), "yuvj444p": (1, 1), "gbrp": (1, 1)}
 _LAYOUT = {(2, 2): "yuv420p", (1, 2): "yuv422p", (2, 1): "yuv440p", (1, 1): "yuv444p"}  # what swscale makes
 _MPEG_RANGE, _JPEG_RANGE = 1, 2  # AVColorRange values
+_RGB, _BT470BG = 0, 5  # AVColorSpace values: planar RGB; BT.601 (what swscale reads a YUV frame tagged 0 as)
 
 
 def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
     """(the frame's format if its planes are used as decoded, else None; whether its values are full range).
 
     Ranges as ffmpeg reads them: yuvj formats and `color_range=pc` are full range, gray is full range unless
-    tagged `tv`, RGB and palette frames are converted to full-range YUV. Planes are used as decoded where ffmpeg's
+    tagged `tv`, RGB and palette frames become planar RGB (gbrp). Planes are used as decoded where ffmpeg's
     own YUV -> RGB conversion repeats each chroma sample over its pixels (4:2:0 and 4:2:2 of even height, as
     swscale's unscaled converter) or needs no chroma upsampling (4:4:4); every other frame is converted by
     ffmpeg's scale filter as its scaled path to RGB (ffmpeg's default flags) upsamples chroma (`_to_planar`).
@@ -272,14 +273,14 @@ def _to_planar(frame: av.VideoFrame, height: int, width: int, full: bool, layout
     from higher bit depths), after the filters `before`. At native size, as ffmpeg's `-pix_fmt rgb24`
     conversion: bicubic chroma, and chroma subsampled horizontally becomes 4:2:2 at even widths (each sample then
     covers two pixels, as swscale's RGB output uses it, also from 4:1:1; odd widths force its full chroma
-    interpolation); resized: bilinear to 4:4:4; `layout`: that format, bicubic (ffmpeg's autoscale). RGB becomes
-    BT.601 YUV; YUV keeps its coefficients."""
+    interpolation); resized: bilinear to 4:4:4; `layout`: that format, bicubic (ffmpeg's autoscale). RGB (and
+    palette, Bayer) becomes planar RGB, so its crops are its pixels; YUV keeps its coefficients."""
     same_size = (frame.height, frame.width) == (height, width)
-    halved = not frame.format.is_rgb and frame.width % 2 == 0 and frame.format.chroma_width(256) < 256
-    matrix = ":out_color_matrix=bt601" if frame.format.is_rgb or frame.format.has_palette else ""
+    rgb = frame.format.is_rgb or frame.format.has_palette or frame.format.is_bayer
+    halved = not rgb and frame.width % 2 == 0 and frame.format.chroma_width(256) < 256
     flags = "bicubic" if same_size or layout else "bilinear"
-    layout = layout or ("yuv422p" if same_size and halved else "yuv444p")
-    scale = f"{width}:{height}:flags={flags}:out_range={'full' if full else 'limited'}{matrix}"
+    layout = layout or ("gbrp" if rgb else "yuv422p" if same_size and halved else "yuv444p")
+    scale = f"{width}:{height}:flags={flags}" + ("" if rgb else f":out_range={'full' if full else 'limited'}")
     return Filters([*before, ("scale", scale), ("format", layout)])
 
 
@@ -315,9 +316,10 @@ class _YuvConverter:
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
         source = (frame.width, frame.height, frame.format.name)
         if self.encoding and source != self.source:
-            height, width, full, _, chroma = self.encoding
+            height, width, full, colorspace, chroma = self.encoding
             if self.autoscale is None:
-                self.autoscale = _to_planar(frame, height, width, full, _LAYOUT[chroma], tuple(self.turn.filters))
+                layout = "gbrp" if colorspace == _RGB else _LAYOUT[chroma]
+                self.autoscale = _to_planar(frame, height, width, full, layout, tuple(self.turn.filters))
             return np.concatenate([p.reshape(-1) for p in _packed_planes(self.autoscale(frame))])
         height, width = self._size(frame)
         late = (height, width) == displayed_size(self.info, frame) and turns_late(self.info, frame)
@@ -332,7 +334,8 @@ class _YuvConverter:
         if late:
             planes, chroma = _turn_planes(planes, self.info), chroma[::-1]
         if self.encoding is None:
-            self.source, self.encoding = source, (height, width, full, frame.colorspace, chroma)
+            colorspace = _RGB if name == "gbrp" else frame.colorspace or _BT470BG
+            self.source, self.encoding = source, (height, width, full, colorspace, chroma)
         return np.concatenate([p.reshape(-1) for p in planes])
 
 

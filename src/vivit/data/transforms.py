@@ -133,6 +133,7 @@ def color_jitter_map(mean_rgb: torch.Tensor, cfg: AugmentConfig,
     return matrix, offset
 
 
+_RGB = 0  # AVColorSpace of planar RGB (G, B, R planes: `YuvFrames` of RGB sources)
 # libswscale/yuv2rgb.c ff_yuv2rgb_coeffs by AVColorSpace (sws_getCoefficients: any other value is BT.601):
 # the standards' (kr, kb) and swscale's (crv, cbu, cgu, cgv) in 16.16 fixed point for video range
 _BT601 = ((0.299, 0.114), (104597, 132201, 25675, 53279))
@@ -179,8 +180,11 @@ def _frame_size(frames: Frames) -> tuple[int, int]:
 def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch.Tensor:
     """uint8 RGB (T, 3, side, side) of a YUV crop as ffmpeg converts it: each chroma sample applies to the
     sy x sx pixels it covers, every pixel clamped; 4:4:4 exactly rounded (swscale's scaled path), 4:2:0 and
-    4:2:2 in swscale's unscaled fixed point (`_unscaled_coefficients`), so both equal ffmpeg's own RGB."""
+    4:2:2 in swscale's unscaled fixed point (`_unscaled_coefficients`), so both equal ffmpeg's own RGB; planar RGB
+    (colorspace 0) is cut as it is."""
     luma, u, v = (torch.from_numpy(p) for p in frames.planes())
+    if frames.colorspace == _RGB:  # planar G, B, R: the crop's own pixels
+        return torch.stack([p[:, top:top + side, left:left + side] for p in (v, luma, u)], 1)
     (sy, sx), (ct, cl) = frames.chroma, (top // frames.chroma[0], left // frames.chroma[1])
     ch, cw = (top + side - 1) // sy - ct + 1, (left + side - 1) // sx - cl + 1  # chroma samples under the crop
     unscaled = (sy, sx) != (1, 1)
