@@ -141,6 +141,7 @@ def append_ts(graph: str, offset: float) -> Callable[[Path], None]:
 
 
 SHORT = lavfi(source(0.2))  # 5 frames
+X264_422 = ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv422p", "-threads", "1"]
 FIXTURES += [
     *[Fixture(f"mirror_{name}.mp4", X264, SHORT, f"display matrix {matrix} (tkhd patched after ffmpeg): "
               f"ffmpeg 5.1 shows it {shown}", finish=display_matrix(*matrix))
@@ -148,10 +149,9 @@ FIXTURES += [
                                   ("vflip", (1, 0, 0, -1), "flipped upside down"),
                                   ("transpose", (0, 1, 1, 0), "transposed"),
                                   ("antitranspose", (0, -1, -1, 0), "transposed along the other diagonal")]],
-    Fixture("rotate45.mp4", X264, SHORT, "display matrix of 45 degrees: ffmpeg's rotate filter, same size",
+    Fixture("rotate45.mp4", X264_422, SHORT, "4:2:2, display matrix of 45 degrees: ffmpeg's rotate filter (on RGB)",
             remux=([], ["-c", "copy", "-metadata:s:v:0", "rotate=315"])),
-    Fixture("yuv422p_rotate90.mp4", ["-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv422p", "-threads", "1"],
-            SHORT,
+    Fixture("yuv422p_rotate90.mp4", X264_422, SHORT,
             "4:2:2 turned 90 degrees: ffmpeg converts to RGB before turning (transpose takes no 4:2:2)",
             remux=([], ["-c", "copy", "-metadata:s:v:0", "rotate=270"])),
     Fixture("size_change.ts", [*X264, "-g", "5"], SHORT,

@@ -301,7 +301,8 @@ class _YuvConverter:
 
     def __init__(self, info: VideoInfo, size: Size, upscale: bool, min_shrink: float):
         self.info, self.size, self.upscale, self.min_shrink = info, size, upscale, min_shrink
-        self.turn = Filters(display_filters(info))
+        rgb = [("format", "gbrp")] if info.rotation % 90 else []  # ffmpeg's rotate filter turns RGB: so do we
+        self.turn = Filters(display_filters(info) + rgb)
         self.encoding: tuple | None = None
         self.source: tuple[int, int, str] | None = None  # the first frame's width, height and format
         self.planar: Filters | None = None  # the first frame's scale filter, where it needs one
