@@ -161,6 +161,10 @@ FIXTURES += [
       for space in ("bt2020nc", "smpte240m", "fcc")],
     *[Fixture(f"ffv1_{fmt}.mkv", ["-c:v", "ffv1", "-pix_fmt", fmt], SHORT, f"{fmt}, lossless (as DV NTSC: 4:1:1)")
       for fmt in ("yuv411p", "yuv410p")],
+    Fixture("h264_10bit_bt709_turned270.mp4", [*X264[:4], "-pix_fmt", "yuv420p10le", "-colorspace", "bt709",
+                                               "-threads", "1"], lavfi(source(0.4)),
+            "10-bit BT.709 4:2:0 shown turned 270 degrees (phone HDR-less 10-bit video)",
+            remux=([], ["-c", "copy", "-metadata:s:v:0", "rotate=90"])),
     Fixture("png_rgb48.mov", ["-c:v", "png", "-pix_fmt", "rgb48be"], SHORT, "16-bit RGB PNG frames in QuickTime"),
 ]
 

@@ -124,3 +124,13 @@ def test_rgb_sources_stay_rgb_in_the_yuv_path(name):
     frames, _ = read_clip_yuv(MEDIA / name, lambda info: np.arange(5))
     assert frames.colorspace == 0  # AVCOL_SPC_RGB: G, B, R planes
     assert yuv_crops_error(name) == (0, 0.0)
+
+
+def test_10_bit_bt709_turned_is_scaled_to_8_bits_in_its_own_matrix():
+    """ffmpeg turns the 10-bit frame, then converts it to RGB with BT.709 coefficients; the 8-bit planes keep
+    BT.709 (a conversion to BT.601 first rounds twice: was 12 levels off). Tolerance of the 10-bit fixture in
+    tests/test_data_pipeline_ffmpeg.py: (6.5, 1.5) levels, the 8-bit dither of the planes."""
+    name = "h264_10bit_bt709_turned270.mp4"
+    assert probe(MEDIA / name).rotation == 270
+    high, mean = yuv_crops_error(name)
+    assert high <= 6.5 and mean <= 1.5, (high, mean)

@@ -218,6 +218,8 @@ _PLANAR_YUV = {"yuv420p": (2, 2), "yuvj420p": (2, 2), "yuv422p": (1, 2), "yuvj42
 _LAYOUT = {(2, 2): "yuv420p", (1, 2): "yuv422p", (2, 1): "yuv440p", (1, 1): "yuv444p"}  # what swscale makes
 _MPEG_RANGE, _JPEG_RANGE = 1, 2  # AVColorRange values
 _RGB, _BT470BG = 0, 5  # AVColorSpace values: planar RGB; BT.601 (what swscale reads a YUV frame tagged 0 as)
+# the scale filter's name of each AVColorSpace with its own coefficients (the others are BT.601 to swscale)
+_MATRIX_NAMES = {1: "bt709", 4: "fcc", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
 
 
 def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
@@ -274,13 +276,16 @@ def _to_planar(frame: av.VideoFrame, height: int, width: int, full: bool, layout
     conversion: bicubic chroma, and chroma subsampled horizontally becomes 4:2:2 at even widths (each sample then
     covers two pixels, as swscale's RGB output uses it, also from 4:1:1; odd widths force its full chroma
     interpolation); resized: bilinear to 4:4:4; `layout`: that format, bicubic (ffmpeg's autoscale). RGB (and
-    palette, Bayer) becomes planar RGB, so its crops are its pixels; YUV keeps its coefficients."""
+    palette, Bayer) becomes planar RGB, so its crops are its pixels; YUV keeps its matrix (a conversion to BT.601
+    would round twice: 10-bit BT.709 turned 270 degrees was 8 levels off, 6 now)."""
     same_size = (frame.height, frame.width) == (height, width)
     rgb = frame.format.is_rgb or frame.format.has_palette or frame.format.is_bayer
     halved = not rgb and frame.width % 2 == 0 and frame.format.chroma_width(256) < 256
     flags = "bicubic" if same_size or layout else "bilinear"
     layout = layout or ("gbrp" if rgb else "yuv422p" if same_size and halved else "yuv444p")
-    scale = f"{width}:{height}:flags={flags}" + ("" if rgb else f":out_range={'full' if full else 'limited'}")
+    matrix = _MATRIX_NAMES.get(frame.colorspace, "bt601")
+    scale = f"{width}:{height}:flags={flags}" + ("" if rgb else f":out_range={'full' if full else 'limited'}"
+                                                 f":in_color_matrix={matrix}:out_color_matrix={matrix}")
     return Filters([*before, ("scale", scale), ("format", layout)])
 
 
