@@ -44,7 +44,6 @@ class Fixture:
     remux: tuple[list[str], list[str]] | None = None  # a second pass, stream copy: (input, output) options
     cut: float | None = None  # keep only this fraction of the file's bytes (a download or copy cut short)
     finish: Callable[[Path], None] | None = None  # edits the written file (what the ffmpeg CLI cannot write)
-    joined: list[str] | None = None  # inputs of a second part, made with `args`, whose bytes are appended (cat)
 
 
 def lavfi(graph: str) -> list[str]:
@@ -112,9 +111,6 @@ FIXTURES = [
             "AVI of 20 chunks whose frames 5-9 were dropped: empty chunks keep their time"),
     Fixture("ntsc_5994.mkv", [*X264, "-bf", "2"], lavfi(source(0.55).replace(":r=25:", ":r=60000/1001:")),
             "59.94 fps in Matroska: ms timestamps, a rate read back as 19001/317; frame 30 at 500.5 ms is 501"),
-    Fixture("joined_by_cat.ts", [*X264, "-g", "5"], lavfi(source(0.6)),
-            "two MPEG-TS files joined by `cat` (the script appends the second's bytes): timestamps restart",
-            joined=lavfi(f"{source(0.6)},negate")),
 ]
 
 
@@ -167,6 +163,11 @@ FIXTURES += [
             remux=([], ["-c", "copy", "-metadata:s:v:0", "rotate=90"])),
     Fixture("png_rgb48.mov", ["-c:v", "png", "-pix_fmt", "rgb48be"], SHORT, "16-bit RGB PNG frames in QuickTime"),
 ]
+FIXTURES += [  # time axis: MPEG-TS parts joined by concatenation, the second's timestamps starting again
+    Fixture("joined_by_cat.ts", [*X264, "-g", "5"], lavfi(source(0.6)),
+            "two MPEG-TS files joined by `cat` (the second's bytes appended): timestamps restart where it begins",
+            finish=append_ts(f"{source(0.6)},negate", 0)),
+]
 
 
 def ffmpeg(*args: str, stdout=None) -> bytes:
@@ -195,11 +196,6 @@ def make(fixture: Fixture) -> Path:
         path.write_bytes(path.read_bytes()[:int(packets[32]["pos"]) - 8])  # before the 33rd chunk's header
     else:
         ffmpeg(*fixture.inputs, *fixture.args, str(path))
-        if fixture.joined:
-            part = OUT / f"part2_{fixture.name}"
-            ffmpeg(*fixture.joined, *fixture.args, str(part))
-            path.write_bytes(path.read_bytes() + part.read_bytes())
-            part.unlink()
         if fixture.cut:
             data = path.read_bytes()
             path.write_bytes(data[:int(len(data) * fixture.cut)])
