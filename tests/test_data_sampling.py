@@ -12,13 +12,22 @@ def test_random_clip_keeps_stride_and_stays_inside():
         idx = random_clip(100, 8, 3, rng)
         assert len(idx) == 8 and np.all(np.diff(idx) == 3) and idx[0] >= 0 and idx[-1] <= 99
         starts.add(int(idx[0]))
-    assert min(starts) == 0 and max(starts) == 100 - 22 and len(starts) > 40  # temporal jitter over all starts
+    # official `_get_random_sampling_offset` (dmvr/processors.py): offsets in [0, max(100 - 7 * 3, 1)) = [0, 79)
+    assert min(starts) == 0 and max(starts) == 78 and len(starts) > 40
 
 
-def test_short_video_is_padded_with_its_last_frame():
-    idx = random_clip(5, 4, 2, np.random.default_rng(0))
-    assert idx.tolist() == [0, 2, 4, 4]
-    assert clip_indices(3, 4, 1, 0).tolist() == [0, 1, 2, 2]
+def test_short_video_loops_back_to_its_first_frame():
+    """Official `sample_or_pad_sequence_indices` (dmvr/processors.py, repeat_sequence=True) gathers steps
+    offset, offset + s, ... from range(T) tiled ceil((n s + offset) / T) times: index = step mod T."""
+    # T=5, n=4, s=2: training offset in [0, max(5 - 6, 1)) = {0}; steps 0 2 4 6 of 0 1 2 3 4 0 1 2 3 4
+    assert random_clip(5, 4, 2, np.random.default_rng(0)).tolist() == [0, 2, 4, 1]
+    assert clip_indices(3, 4, 1, 0).tolist() == [0, 1, 2, 0]
+    assert clip_indices(3, 4, 2, 0).tolist() == [0, 2, 1, 0]  # steps 0 2 4 6 of 0 1 2 tiled 3 times
+    # test clips, T=10, n=8, s=2: linspace offsets max(0, 10 - 16) = 0 for every clip, the centre
+    # max(0, (10 - 16) // 2) = 0; steps 0 2 ... 14 of 0..9 tiled twice
+    looped = [0, 2, 4, 6, 8, 0, 2, 4]
+    assert [c.tolist() for c in eval_clips(10, 8, 2, 2)] == [looped, looped]
+    assert eval_clips(10, 8, 2, 1)[0].tolist() == looped
 
 
 def official_uniform(total: int, n: int) -> np.ndarray:
@@ -73,11 +82,34 @@ def test_uniform_training_and_multi_clip_offsets_stay_in_range():
     assert len(clips) == 3 and clips[0][0] < clips[1][0] < clips[2][0]
 
 
-def test_eval_clips_are_evenly_spaced_from_first_to_last_start():
-    clips = eval_clips(100, 8, 2, 4)  # span 15: starts linspace(0, 85, 4)
-    assert [int(c[0]) for c in clips] == [0, 28, 57, 85]
+def official_linspace_starts(total: int, n: int, stride: int, k: int) -> list[int]:
+    """Official `sample_linspace_sequence` (dmvr/processors.py) offsets restated in numpy: tf.linspace in float32
+    (start, start + i * delta, stop, delta = (stop - start) / (k - 1)) of 0 .. max(0, T - n s), cast to int32."""
+    delta = np.float32(max(total - n * stride, 0)) / np.float32(k - 1)
+    values = np.arange(k, dtype=np.float32) * delta
+    values[-1] = max(total - n * stride, 0)
+    return values.astype(np.int32).tolist()
+
+
+def test_eval_clips_start_where_the_official_linspace_puts_them():
+    """k > 1: offsets linspace(0, max(0, T - n s), k) truncated (official `sample_linspace_sequence`)."""
+    clips = eval_clips(250, 32, 2, 4)  # linspace(0, 250 - 64 = 186, 4) = 0 62 124 186
+    assert [int(c[0]) for c in clips] == [0, 62, 124, 186] and clips[3][-1] == 186 + 62
     assert all(np.all(np.diff(c) == 2) for c in clips)
-    assert eval_clips(100, 8, 2, 1)[0][0] == 85 // 2  # one clip: the centre
+    assert [int(c[0]) for c in eval_clips(100, 8, 2, 4)] == [0, 28, 56, 84]  # linspace(0, 84, 4)
+    assert [int(c[0]) for c in eval_clips(50, 4, 4, 4)] == [0, 11, 22, 34]  # 34 / 3 = 11.33: 11.33 22.67 truncated
+    assert [int(c[0]) for c in eval_clips(40, 4, 2, 3)] == [0, 16, 32]  # linspace(0, 32, 3)
+    for total in range(1, 400):
+        for k in range(2, 7):
+            assert [int(c[0]) for c in eval_clips(total, 4, 3, k)] == official_linspace_starts(total, 4, 3, k)
+
+
+def test_one_eval_clip_is_the_official_central_window():
+    """k = 1: offset max(0, (T - n s) // 2) (official `sample_sequence` with random=False)."""
+    assert eval_clips(251, 32, 2, 1)[0][0] == 93  # (251 - 64) // 2 = 187 // 2
+    assert eval_clips(250, 32, 2, 1)[0][0] == 93  # 186 // 2
+    assert eval_clips(100, 8, 2, 1)[0].tolist() == list(range(42, 58, 2))  # (100 - 16) // 2 = 42
+    assert eval_clips(17, 8, 2, 1)[0][0] == 0  # (17 - 16) // 2
 
 
 def test_bad_clip_parameters_name_the_values():

@@ -41,7 +41,7 @@ def test_windows_and_hops():
     assert hop_frames(0.5, 25.0, 8, 2) == 12  # 12.5 frames -> whole strides
     assert hop_frames(0.01, 25.0, 8, 2) == 2
     assert window_starts(100, 8, 2, 16) == [0, 16, 32, 48, 64, 80]  # 80 + 15-frame span <= 100
-    assert window_starts(10, 8, 2, 16) == [0]  # shorter than a clip: one padded window
+    assert window_starts(10, 8, 2, 16) == [0]  # shorter than a clip: one window, looping back
 
 
 def test_smoothing_is_a_centred_moving_average():
@@ -74,6 +74,21 @@ def test_the_ring_buffer_holds_one_window_not_the_video(monkeypatch):
                          False, 2)  # frames 6, 8, .., 20
     torch.testing.assert_close(clips[1], eval_transform(window_1, 16, 1, "minus_one_one", 16)[0])
 
+
+
+def test_a_short_video_window_loops_back_as_its_test_clip(monkeypatch):
+    """10 frames, 8 every 2: the one window is frames 0 2 4 6 8 0 2 4, the dataset's test clip of that video
+    (official loop-back of dmvr/processors.py `sample_or_pad_sequence_indices`), not the last frame repeated."""
+    def fake_frames(path, size, upscale, min_shrink, step):
+        for i in range(0, 10, step):
+            yield i, YuvFrames(np.full((1, 16 * 16 * 3 // 2), i, np.uint8), 16, 16, False, 2)
+
+    monkeypatch.setattr(timeline_module, "iter_frames_yuv", fake_frames)
+    (clip,) = timeline_module.clips("x.mp4", window_starts(10, 8, 2, 16), 10, num_frames=8, frame_stride=2,
+                                    image_size=16, short_side=16, normalization="minus_one_one")
+    looped = YuvFrames(np.stack([np.full(16 * 16 * 3 // 2, i, np.uint8) for i in [0, 2, 4, 6, 8, 0, 2, 4]]), 16,
+                       16, False, 2)
+    torch.testing.assert_close(clip, eval_transform(looped, 16, 1, "minus_one_one", 16)[0])
 
 def random_checkpoint(path: Path, **config) -> Path:
     """A tiny model whose head is not zero (distinct probabilities), 8 frames of 16 px."""

@@ -1,8 +1,10 @@
 """Which frames make a clip: random training clips, the official uniform rule, evenly spaced test clips.
 
-Videos shorter than a clip's span are padded by repeating their last frame (indices are clamped to the last
-frame; uniform sampling repeats every frame evenly instead), so a clip always has `num_frames` frames and
-time never runs backwards.
+Clips follow the official ViViT loader (dmvr/modalities.py `add_image`, as scenic/projects/vivit/data/
+video_tfrecord_dataset.py builds it): training takes `sample_sequence` with a random offset, one test clip
+`sample_sequence`'s central window and several `sample_linspace_sequence` (dmvr/processors.py). Videos shorter
+than a clip's span loop back to frame 0, as `sample_or_pad_sequence_indices` with `repeat_sequence=True` tiles
+the frame range; uniform sampling repeats every frame evenly instead. A clip always has `num_frames` frames.
 """
 
 from __future__ import annotations
@@ -20,20 +22,25 @@ def clip_span(num_frames: int, frame_stride: int) -> int:
 
 
 def clip_indices(video_frames: int, num_frames: int, frame_stride: int, start: int) -> np.ndarray:
-    """`num_frames` indices from `start` every `frame_stride`, clamped to the last frame (pads short videos)."""
-    return np.minimum(start + np.arange(num_frames) * frame_stride, video_frames - 1)
+    """`num_frames` indices from `start` every `frame_stride`, looping back to frame 0 past the last frame
+    (official `sample_or_pad_sequence_indices`, dmvr/processors.py: the tiled range 0..T-1)."""
+    return (start + np.arange(num_frames) * frame_stride) % video_frames
 
 
 def random_clip(video_frames: int, num_frames: int, frame_stride: int, rng: np.random.Generator) -> np.ndarray:
-    """Training clip: a uniformly random start among those that keep the clip inside the video (temporal jitter)."""
+    """Training clip (temporal jitter): a start uniform in [0, max(T - (n - 1) s, 1)), as the official
+    `_get_random_sampling_offset` (dmvr/processors.py) draws it; the clip stays inside the video when it fits."""
     last_start = max(video_frames - clip_span(num_frames, frame_stride), 0)
     return clip_indices(video_frames, num_frames, frame_stride, int(rng.integers(0, last_start + 1)))
 
 
 def eval_clips(video_frames: int, num_frames: int, frame_stride: int, num_clips: int) -> list[np.ndarray]:
-    """Test clips: `num_clips` starts evenly spaced (linspace) from the first to the last possible start."""
-    last_start = max(video_frames - clip_span(num_frames, frame_stride), 0)
-    starts = np.round(np.linspace(0, last_start, num_clips)) if num_clips > 1 else [last_start // 2]
+    """Test clips as the official loader: with room = max(T - n s, 0), one clip starts at room // 2 (official
+    `sample_sequence` with random=False) and k > 1 clips at linspace(0, room, k) truncated to int (official
+    `sample_linspace_sequence`; its float32 linspace truncates to these integers, checked for T < 200000, k <= 12)."""
+    clip_span(num_frames, frame_stride)  # validates both
+    room = max(video_frames - num_frames * frame_stride, 0)
+    starts = np.arange(num_clips) * room // (num_clips - 1) if num_clips > 1 else [room // 2]
     return [clip_indices(video_frames, num_frames, frame_stride, int(s)) for s in starts]
 
 

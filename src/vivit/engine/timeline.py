@@ -57,12 +57,12 @@ def clips(video: str | Path, starts: list[int], frames: int, *, num_frames: int,
     done = 0
     for index, frame in iter_frames_yuv(video, size=short_side, upscale=False, min_shrink=2.0, step=step):
         buffer[index] = frame
-        while done < len(windows) and int(windows[done][-1]) <= index:
+        while done < len(windows) and int(windows[done].max()) <= index:  # a short video's clip loops back
             first = buffer[int(windows[done][0])]
             data = np.concatenate([buffer[int(i)].data for i in windows[done]])
             yield eval_transform(replace(first, data=data), image_size, 1, normalization, short_side)[0]
             done += 1
-            keep = int(windows[done][0]) if done < len(windows) else index + 1
+            keep = int(windows[done].min()) if done < len(windows) else index + 1
             for old in [i for i in buffer if i < keep]:
                 del buffer[old]
 
