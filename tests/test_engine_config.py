@@ -73,3 +73,45 @@ def test_example_configs_are_valid_and_demo_yaml_is_the_demo_recipe():
     for path in sorted(configs.glob("*.yaml")):
         assert isinstance(load_config(path), TrainConfig)
     assert load_config(configs / "demo.yaml") == demo_config(Path("runs/demo"), "vivit-ti-16x2-fe")
+
+
+def test_multi_head_loss_defaults_to_the_official_mean_over_splits():
+    """scenic/projects/vivit/model.py, ViViTMultiHeadClassificationModel.loss_function: jnp.mean of the splits."""
+    assert load_config(None).optim.split_loss == "mean"
+    assert load_config(None, ["optim.split_loss=sum"]).optim.split_loss == "sum"
+    with pytest.raises(ConfigError, match="optim.split_loss='total' is not allowed"):
+        load_config(None, ["optim.split_loss=total"])
+
+
+# The official configs' values (scenic/projects/vivit/configs/, DMVR modalities.add_image / processors.py), spelled
+# out here: frames, stride, crop, short side, LR, epochs, warmup, flip, colour jitter, colour drop, smoothing, mixup,
+# stochastic depth.
+OFFICIAL_RECIPES = {
+    "k400_vivit_b_fe.yaml": dict(num_frames=32, frame_stride=2, image_size=224, short_side=256, lr=0.05, epochs=30,
+                                 warmup=2.5, flip=0.5, color_jitter=0.8, grayscale=0.1, smoothing=0.0, mixup=0.0,
+                                 drop_path=0.0),
+    "ssv2_vivit_l_fe.yaml": dict(num_frames=32, frame_stride=1, image_size=256, short_side=288, lr=0.4, epochs=35,
+                                 warmup=2.5, flip=0.5, color_jitter=0.0, grayscale=0.0, smoothing=0.3, mixup=0.3,
+                                 drop_path=0.3),
+    "ek_vivit_l_fe.yaml": dict(num_frames=32, frame_stride=1, image_size=224, short_side=256, lr=0.5, epochs=50,
+                               warmup=2.5, flip=0.5, color_jitter=0.0, grayscale=0.0, smoothing=0.2, mixup=0.1,
+                               drop_path=0.2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_RECIPES))
+def test_presets_follow_the_official_configs(name):
+    from pathlib import Path
+
+    from vivit.engine.build import augment_config
+
+    c = load_config(Path(__file__).parent.parent / "configs" / name)
+    augment = augment_config(c.data)
+    ours = dict(num_frames=c.data.num_frames, frame_stride=c.data.frame_stride, image_size=c.data.image_size,
+                short_side=augment.resize_to(c.data.image_size), lr=c.optim.lr, epochs=c.schedule.epochs,
+                warmup=c.schedule.warmup_epochs, flip=augment.flip, color_jitter=augment.color_jitter,
+                grayscale=augment.grayscale, smoothing=c.optim.label_smoothing, mixup=c.optim.mixup_alpha,
+                drop_path=c.model.drop_path)
+    assert ours == OFFICIAL_RECIPES[name]
+    assert (c.optim.name, c.optim.momentum, c.optim.base_batch_size, c.optim.weight_decay) == ("sgd", 0.9, 64, 0.0)
+    assert (c.schedule.name, c.optim.clip_grad_norm, c.run.batch_size) == ("cosine", 1.0, 64)

@@ -1,5 +1,5 @@
 """Multi-head models (Epic-Kitchens nouns and verbs): one head of sum(class_splits) logits split along the
-last axis; loss = sum of per-split cross-entropies; per-split and action metrics; per-split and action
+last axis; loss = mean (official) or sum of per-split cross-entropies; per-split and action metrics; per-split and action
 predictions; the Scenic converter and the zoo's Epic-Kitchens entry (official ViViTMultiHeadClassificationModel,
 scenic/projects/vivit/model.py)."""
 
@@ -83,7 +83,8 @@ def test_hf_export_refuses_multi_head_models():
 
 # Training ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("smoothing", [0.0, 0.2])
-def test_the_loss_is_the_sum_of_the_splits_cross_entropies(smoothing):
+def test_the_loss_is_the_mean_of_the_splits_cross_entropies_by_default(smoothing):
+    """Official ViViTMultiHeadClassificationModel.loss_function: jnp.mean over the splits' losses."""
     model = tiny_model()
     videos, labels = torch.randn(4, 3, 8, 16, 16), torch.tensor([[0, 1], [2, 0], [1, 1], [2, 1]])
     with torch.no_grad():
@@ -93,15 +94,16 @@ def test_the_loss_is_the_sum_of_the_splits_cross_entropies(smoothing):
     action = ((logits[:, :3].argmax(-1) == labels[:, 0]) & (logits[:, 3:].argmax(-1) == labels[:, 1])).sum()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    result = train_step(model.eval(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
-                        [(videos, labels)], optim=OptimSection(label_smoothing=smoothing, clip_grad_norm=None),
-                        num_classes=5, device=torch.device("cpu"), class_splits=(3, 2))
-    assert result.loss_sum == pytest.approx(float(by_hand.sum()), rel=1e-5)
-    assert result.correct == int(action)
-    official = train_step(model.eval(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
+
+    def step(**split_loss):
+        return train_step(model.eval(), optimizer, scheduler, torch.amp.GradScaler("cpu", enabled=False),
                           [(videos, labels)], num_classes=5, device=torch.device("cpu"), class_splits=(3, 2),
-                          optim=OptimSection(label_smoothing=smoothing, clip_grad_norm=None, split_loss="mean"))
-    assert official.loss_sum == pytest.approx(float(by_hand.sum()) / 2, rel=1e-5)  # the official mean over splits
+                          optim=OptimSection(label_smoothing=smoothing, clip_grad_norm=None, **split_loss))
+
+    official = step()
+    assert official.loss_sum == pytest.approx(float(by_hand.sum()) / 2, rel=1e-5)  # the mean over two splits
+    assert official.correct == int(action)
+    assert step(split_loss="sum").loss_sum == pytest.approx(float(by_hand.sum()), rel=1e-5)
 
 
 def write_videos(root: Path, n: int = 8) -> list[Path]:

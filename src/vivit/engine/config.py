@@ -20,7 +20,7 @@ from vivit.textfiles import read_text
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "constant")
-SPLIT_LOSSES = ("sum", "mean")  # multi-head loss over the class splits; "mean" is the official loss_function
+SPLIT_LOSSES = ("mean", "sum")  # multi-head loss over the class splits; "mean" is the official loss_function
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 INIT_KINDS = ("auto", "checkpoint", "pretrained", "image_vit")
@@ -79,7 +79,7 @@ class OptimSection:
     clip_grad_norm: float | None = 1.0
     label_smoothing: float = 0.0
     mixup_alpha: float = 0.0                  # 0 = off
-    split_loss: str = "sum"                   # multi-head models: sum or mean (official) of the splits' losses
+    split_loss: str = "mean"                  # multi-head: mean of the splits' losses (official loss_function) or sum
 
 
 @dataclass(frozen=True)
