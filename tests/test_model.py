@@ -283,3 +283,20 @@ def test_the_last_block_skips_the_unread_tokens():
     with torch.no_grad():
         model(torch.randn(1, 3, 4, 16, 16))
     assert seen[0] == model.encoder.num_prefix + math.prod(model.config.grid) and seen[1] == 1
+
+
+def test_stochastic_depth_keeps_the_branch_unscaled_as_the_official_code():
+    """The official `Encoder1DBlock` adds `y * (1 - drop)` to the residual: a kept branch is not rescaled;
+    `drop_path_rescale=True` is the common DropPath (kept branch / (1 - p))."""
+    from vivit.model.blocks import DropPath
+
+    torch.manual_seed(0)
+    y = torch.ones(4000, 3)
+    official, common = DropPath(0.25).train(), DropPath(0.25, rescale=True).train()
+    kept = official(y)
+    assert set(kept.unique().tolist()) == {0.0, 1.0} and abs(kept[:, 0].mean().item() - 0.75) < 0.03
+    torch.testing.assert_close(common(y).unique(), torch.tensor([0.0, 1.0 / 0.75]))
+    model = tiny_model("st", drop_path=0.3)
+    assert all(not m.rescale for m in model.modules() if isinstance(m, DropPath))
+    assert all(m.rescale for m in tiny_model("fsa", drop_path=0.3, drop_path_rescale=True).modules()
+               if isinstance(m, DropPath))

@@ -53,6 +53,7 @@ class ViViTConfig:
     dropout: float = 0.0                     # after pos-embed, attention output and MLP
     attention_dropout: float = 0.0
     drop_path: float = 0.0                   # stochastic depth; layer l drops with rate * l / (L - 1)
+    drop_path_rescale: bool = False          # kept branch x 1 / (1 - p) (common DropPath); official: not rescaled
     head_dropout: float = 0.0
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6

@@ -27,18 +27,23 @@ class Mlp(nn.Module):
 
 
 class DropPath(nn.Module):
-    """Stochastic depth (Eq. 10): drop the residual branch per sample with probability p;
-    the kept branch is rescaled by 1 / (1 - p) so the expectation is unchanged."""
+    """Stochastic depth (Eq. 10): drop the residual branch per sample with probability p. The official code keeps
+    the branch as it is (`Encoder1DBlock.get_drop_pattern`, scenic/projects/vivit/model.py); `rescale` divides
+    it by 1 - p instead, as the common DropPath does, so that its expectation is unchanged."""
 
-    def __init__(self, p: float = 0.0):
+    def __init__(self, p: float = 0.0, rescale: bool = False):
         super().__init__()
         self.p = p
+        self.rescale = rescale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
         keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
+        return x * keep / (1.0 - self.p) if self.rescale else x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, rescale={self.rescale}"
 
 
 class Block(nn.Module):
@@ -47,13 +52,14 @@ class Block(nn.Module):
     `attn` is any `Attention`: joint attention for Models 1-2, factorised dot-product for Model 4.
     """
 
-    def __init__(self, dim: int, attn: Attention, mlp_dim: int, drop: float, drop_path: float, eps: float, approximate: str):
+    def __init__(self, dim: int, attn: Attention, mlp_dim: int, drop: float, drop_path: float, eps: float, approximate: str,
+                 drop_path_rescale: bool = False):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = attn
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim, drop, approximate)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, drop_path_rescale)
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None, first: int | None = None) -> torch.Tensor:
         """`first` = n: the caller reads the first n output tokens alone, so only those are computed where the
@@ -80,6 +86,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
         eps: float,
         approximate: str,
         order: str = "space_time",
+        drop_path_rescale: bool = False,
     ):
         super().__init__()
         self.order = order
@@ -89,7 +96,7 @@ class FactorisedSelfAttentionBlock(nn.Module):
         self.attn_time = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
         self.norm_mlp = nn.LayerNorm(dim, eps=eps)
         self.mlp = Mlp(dim, mlp_dim, drop, approximate)
-        self.drop_path = DropPath(drop_path)
+        self.drop_path = DropPath(drop_path, drop_path_rescale)  # the official Model 3 block has none
 
     def spatial(self, x: torch.Tensor, t: int) -> torch.Tensor:
         """y_s = MSA_s(LN_s(z)) over the tokens of each frame."""

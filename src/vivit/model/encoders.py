@@ -23,11 +23,12 @@ def make_block(cfg: ViViTConfig, attention: str, dim: int, num_heads: int, mlp_d
     if attention == "fsa":
         return FactorisedSelfAttentionBlock(
             dim, num_heads, mlp_dim, cfg.qkv_bias, cfg.attention_dropout, cfg.dropout, drop_path,
-            cfg.layer_norm_eps, cfg.gelu_approximation, cfg.fsa_order,
+            cfg.layer_norm_eps, cfg.gelu_approximation, cfg.fsa_order, cfg.drop_path_rescale,
         )
     attn_cls = FactorisedDotProductAttention if attention == "fdp" else Attention
     attn = attn_cls(dim, num_heads, cfg.qkv_bias, cfg.attention_dropout, cfg.dropout)
-    return Block(dim, attn, mlp_dim, cfg.dropout, drop_path, cfg.layer_norm_eps, cfg.gelu_approximation)
+    return Block(dim, attn, mlp_dim, cfg.dropout, drop_path, cfg.layer_norm_eps, cfg.gelu_approximation,
+                 cfg.drop_path_rescale)
 
 
 class Encoder(nn.Module):
