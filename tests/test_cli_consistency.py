@@ -138,7 +138,7 @@ def test_eval_out_says_where_it_wrote(videos, ckpt, tmp_path, capsys):
     assert main([*common, "--out", str(tmp_path / "text")]) == 0
     assert str(tmp_path / "text") in capsys.readouterr().out.splitlines()[-1]
     json_output(capsys, [*common, "--out", str(tmp_path / "json"), "--json"])  # stdout stays the report alone
-    assert main([*common, "--out", str(tmp_path / "json"), "--json"]) == 0
+    assert main([*common, "--out", str(tmp_path / "json"), "--json", "--overwrite"]) == 0
     assert str(tmp_path / "json") in capsys.readouterr().err
     assert (tmp_path / "json" / "report.json").is_file()
 

@@ -24,7 +24,8 @@ from tqdm import tqdm
 
 from vivit.cli import print_json
 from vivit.data.encode import write_video
-from vivit.errors import ConfigError
+from vivit.errors import ConfigError, VivitError
+from vivit.outputs import output_folder
 
 # zerolatency (no lookahead threads, no B-frames): the first encode of a process otherwise sometimes differs
 X264_OPTIONS = {"crf": "12", "preset": "medium", "tune": "zerolatency"}
@@ -85,8 +86,10 @@ def class_directions(name: str) -> list[tuple[int, int]]:
 
 def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 256, frames: int = 16, size: int = 32,
              seed: int = 0, val_fraction: float = 0.25, fps: float = 8, task: str = "order",
-             progress: bool = False) -> Path:
+             overwrite: bool = False, progress: bool = False) -> Path:
     """Write H.264 mp4 files to `out/{train,val}/<class>/NNNNN.mp4`; the same seed gives the same videos.
+    A non-empty `out` is refused unless `overwrite`, which removes the videos a previous synth wrote there
+    (other files are kept), so two datasets are never mixed.
 
     task="order" (default): there-and-back motion, the class is the order of directions (order-free pooling is at
     chance); task="direction": constant motion, the class is its direction (easier; single frames are still at
@@ -99,14 +102,35 @@ def generate(out: str | Path, *, classes: int = 4, videos_per_class: int = 256, 
         raise ConfigError(f"need an even size >= 8, frames >= 2, videos_per_class >= 2 and 0 < val_fraction < 1; "
                           f"got size={size}, frames={frames}, videos_per_class={videos_per_class}, "
                           f"val_fraction={val_fraction}")
-    out = Path(out)
-    num_val = max(1, round(videos_per_class * val_fraction))
+    out = output_folder(out, "OUT")
+    if any(out.iterdir()):
+        if not overwrite:
+            raise VivitError(f"OUT {out} is not empty: give a new or empty folder, or pass --overwrite to replace "
+                             "the synthetic videos there")
+        remove_synthetic(out)
+    num_val = val_videos(videos_per_class, val_fraction)
     jobs = [(c, name, i) for c, name in enumerate(names) for i in range(videos_per_class)]
     for c, name, i in tqdm(jobs, desc="synth", disable=not progress):
         video = render(class_directions(name), frames, size, np.random.default_rng((seed, c, i)), task)
         split = "val" if i < num_val else "train"
         write_video(out / split / name / f"{i:05d}.mp4", video, fps=fps, options=X264_OPTIONS)
     return out
+
+
+def val_videos(videos_per_class: int, val_fraction: float) -> int:
+    """Videos of each class in val/ (the first ones of each class); the others go to train/."""
+    return max(1, round(videos_per_class * val_fraction))
+
+
+def remove_synthetic(out: Path) -> None:
+    """Remove the videos `generate` writes (`{train,val}/<class>/NNNNN.mp4`) and the folders they leave empty."""
+    for split in ("train", "val"):
+        for video in (out / split).glob("*/[0-9][0-9][0-9][0-9][0-9].mp4"):
+            video.unlink()
+        folders = [p for p in (out / split).iterdir() if p.is_dir()] if (out / split).is_dir() else []
+        for folder in [*folders, out / split]:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -121,6 +145,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=8)
     parser.add_argument("--val-fraction", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the synthetic videos in a non-empty OUT (other files there are kept)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -128,8 +154,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = generate(args.out, classes=args.classes, videos_per_class=args.videos_per_class, frames=args.frames,
                    size=args.size, seed=args.seed, val_fraction=args.val_fraction, fps=args.fps, task=args.task,
-                   progress=not args.quiet and not args.json and sys.stderr.isatty())
-    counts = {split: len(list((out / split).rglob("*.mp4"))) for split in ("train", "val")}
+                   overwrite=args.overwrite, progress=not args.quiet and not args.json and sys.stderr.isatty())
+    per_class_val = val_videos(args.videos_per_class, args.val_fraction)  # the videos written, not all of OUT's
+    counts = {"train": args.classes * (args.videos_per_class - per_class_val), "val": args.classes * per_class_val}
     if args.json:
         print_json({"out": str(out), "classes": class_names(args.classes, args.task), **counts})
     else:

@@ -59,7 +59,7 @@ def run_demo(out: str | Path, *, epochs: int | None = None, videos_per_class: in
     data = {**DATA, **({"videos_per_class": videos_per_class} if videos_per_class else {})}
     if not (out / "data" / "val").is_dir():
         say(f"generating {data['classes'] * data['videos_per_class']} synthetic motion videos in {out / 'data'}")
-        generate(out / "data", progress=not quiet, **data)
+        generate(out / "data", progress=not quiet, overwrite=True, **data)  # the demo's own data folder
     results = {}
     for label, model_name in MODELS.items():
         say(f"\n== {label} ({model_name}) ==")
@@ -69,7 +69,8 @@ def run_demo(out: str | Path, *, epochs: int | None = None, videos_per_class: in
         summary = train(config, quiet=quiet)
         seconds = time.perf_counter() - start
         report = evaluate_checkpoint(Path(config.run.out) / "best.pt", out / "data", split="val", views=VIEWS,
-                                     num_workers=config.data.num_workers, out=config.run.out, quiet=quiet)
+                                     num_workers=config.data.num_workers, out=config.run.out, overwrite=True,
+                                     quiet=quiet)
         results[label] = {"model": model_name, "train_seconds": round(seconds, 1),
                           "val_top1_1view": summary["best_top1"], "top1": report["top1"], "top5": report["top5"],
                           "mean_class_accuracy": report["mean_class_accuracy"]}

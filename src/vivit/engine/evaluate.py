@@ -25,6 +25,7 @@ from vivit.engine.metrics import (AGGREGATIONS, TOP5_MIN_CLASSES, Classification
                                   aggregate_views)
 from vivit.errors import ConfigError, DataError
 from vivit.model.vivit import unwrap_model
+from vivit.outputs import check_outputs, output_folder, remove_stale
 
 
 @torch.no_grad()
@@ -171,9 +172,10 @@ def score_views(loaded: Any, source: Any, *, views: tuple[int, int], split: str 
 def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str | None = "val", views: str | None = None,
                         aggregation: str = "logits", frame_stride: int | None = None, batch_size: int = 8,
                         num_workers: int = 2, device: str = "auto", precision: str | None = None,
-                        out: str | Path | None = None, quiet: bool = False,
+                        out: str | Path | None = None, overwrite: bool = False, quiet: bool = False,
                         compile: bool = False, quantize: str | None = None) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`.
+    """Evaluate a checkpoint on a dataset with multi-view testing; writes report.json and confusion.png to `out`
+    (a previous report there is replaced only with `overwrite`).
     `views` None: the model's (`model_views`). `precision` None: the training run's on CUDA
     (`inference_precision`), fp32 on the CPU."""
     from vivit.engine.checkpoint import load_model
@@ -181,6 +183,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
 
     if aggregation not in AGGREGATIONS:
         raise ConfigError(f"--aggregate {aggregation!r} is not allowed; choose one of {list(AGGREGATIONS)}")
+    if out is not None:
+        out = output_folder(out)
+        previous = check_outputs([out / "report.json", *sorted(out.glob("confusion.png")),
+                                  *sorted(out.glob("confusion-*.png"))], overwrite)
     loaded = load_model(checkpoint, quiet=quiet)
     views = views or model_views(loaded.model)
     clips, crops = parse_views(views)
@@ -195,14 +201,14 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str | Path, *, split: str 
     result = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "views": f"{clips}x{crops}",
               "aggregation": aggregation, "skipped": skipped, **report_dict(report, classes)}
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         with atomic_write(out / "report.json") as tmp:
             tmp.write_text(json.dumps(result, indent=2))
         title = f"{Path(checkpoint).name} ({views} views)"
+        written = [out / "report.json"]
         for name, r in result.get("splits", {"": result}).items():  # multi-head: confusion-<split>.png each
-            confusion_matrix(r["confusion"], r["classes"], out / f"confusion{'-' * bool(name)}{name}.png",
-                             title=f"{title} {name}".strip())
+            written.append(out / f"confusion{'-' * bool(name)}{name}.png")
+            confusion_matrix(r["confusion"], r["classes"], written[-1], title=f"{title} {name}".strip())
+        remove_stale(previous, written)
     return result
 
 
@@ -258,6 +264,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--aggregate", default="logits", choices=AGGREGATIONS, help="average logits (paper) or softmax")
     add_inference_options(parser)
     parser.add_argument("--out", default=None, help="folder for report.json and confusion.png")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous report.json and confusion.png in --out")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -265,8 +272,8 @@ def run(args: argparse.Namespace) -> int:
                                     usage="`vivit eval MODEL DATA` or `vivit eval DATA --model MODEL`")
     result = evaluate_checkpoint(model, data, split=args.split, views=args.views, aggregation=args.aggregate,
                                  frame_stride=args.stride, batch_size=args.batch_size, num_workers=args.workers,
-                                 device=args.device, precision=args.precision, out=args.out, quiet=args.quiet,
-                                 **inference_options(args))
+                                 device=args.device, precision=args.precision, out=args.out, overwrite=args.overwrite,
+                                 quiet=args.quiet, **inference_options(args))
     if args.json:
         print_json(result)
     else:

@@ -29,6 +29,7 @@ from vivit.engine.atomic import atomic_write
 from vivit.engine.build import AUTOCAST_DTYPES, autocast, resolve_device
 from vivit.engine.logging import progress
 from vivit.errors import ConfigError, DataError
+from vivit.outputs import output_folder
 
 POOLS = ("model", "cls", "mean")  # the model's own pooling (forward_features), its cls token, the token mean
 INDEX_FILE, FAILED_FILE, SETTINGS_FILE = "index.csv", "failed.json", "extract.json"
@@ -162,7 +163,7 @@ def claim_folder(out: Path, settings: dict[str, Any]) -> None:
             raise ConfigError(f"{out} holds features extracted with other settings ({'; '.join(diff)}): give another "
                               "--out, or the same options to resume")
         return
-    out.mkdir(parents=True, exist_ok=True)
+    output_folder(out)
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(settings, indent=2))
 

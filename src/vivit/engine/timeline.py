@@ -32,6 +32,7 @@ from vivit.engine.atomic import atomic_write
 from vivit.engine.build import autocast, resolve_device
 from vivit.engine.logging import progress
 from vivit.errors import ConfigError
+from vivit.outputs import check_outputs, output_folder
 
 
 def window_starts(frames: int, num_frames: int, frame_stride: int, hop: int) -> list[int]:
@@ -208,6 +209,7 @@ def add_timeline_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--timeline: moving average of probabilities over this many windows (default 1: none)")
     parser.add_argument("--timeline-out", default=None, metavar="DIR",
                         help="--timeline: write <video>.timeline.csv / .json / .png there")
+    parser.add_argument("--overwrite", action="store_true", help="--timeline-out: replace a previous <video>.timeline.*")
 
 
 def run_timeline(args: argparse.Namespace) -> int:
@@ -217,13 +219,14 @@ def run_timeline(args: argparse.Namespace) -> int:
     checkpoint, videos = model_and_rest(args.model, [args.checkpoint, *args.videos], usage=usage)
     if len(videos) != 1 or not Path(videos[0]).is_file():
         raise ConfigError(f"--timeline takes one video file, got {' '.join(map(str, videos))}")
+    if args.timeline_out is not None:
+        stem = output_folder(args.timeline_out, "--timeline-out") / f"{Path(videos[0]).name}.timeline"
+        check_outputs([stem.with_name(stem.name + ext) for ext in (".csv", ".json", ".png")], args.overwrite,
+                      hint=", or give another --timeline-out")
     result = timeline(checkpoint, videos[0], window_stride=args.window_stride, frame_stride=getattr(args, "stride", None),
                       top_k=args.top_k, smoothing=args.smooth, batch_size=args.batch_size, device=args.device,
                       precision=args.precision, quiet=args.quiet)
     if args.timeline_out is not None:
-        out = Path(args.timeline_out)
-        out.mkdir(parents=True, exist_ok=True)
-        stem = out / f"{Path(videos[0]).name}.timeline"
         write_csv(result, stem.with_name(stem.name + ".csv"))
         with atomic_write(stem.with_name(stem.name + ".json")) as tmp:
             tmp.write_text(json.dumps(without_probs(result), indent=2))

@@ -17,9 +17,12 @@ import numpy as np
 import torch
 
 from vivit.cli import add_model_option, model_and_rest, positive_int, print_json
-from vivit.errors import ConfigError, DataError
+from vivit.errors import ConfigError, DataError, VivitError
 from vivit.explain.explainer import METHODS, ClipExplanation, explain_clip, split_ranges
 from vivit.explain.render import VIDEO_FORMATS, clip_pixels, frame_strip, overlay, temporal_plot, upsample, write_overlay
+from vivit.outputs import check_outputs, output_folder, remove_stale
+
+OUTPUT_NAMES = ("overlay.mp4", "overlay.gif", "strip.png", "temporal.png", "map.npy")  # each map's, maybe prefixed
 
 
 def load_clip(loaded: Any, video: Path) -> tuple[torch.Tensor, list[int], float]:
@@ -95,6 +98,23 @@ def write_outputs(out: Path, explained: ClipExplanation, frames: np.ndarray, mod
     return entries
 
 
+def claim_output(out: str | Path | None, video: Path, overwrite: bool) -> tuple[Path, list[Path]]:
+    """The output folder (default explain-<video name>) and the files a previous explain wrote there, refused
+    unless `overwrite`; the default folder of another video of the same name is refused even then."""
+    folder = output_folder(out if out is not None else f"explain-{video.stem}")
+    if out is None and (folder / "explain.json").is_file():
+        try:
+            before = str(json.loads((folder / "explain.json").read_text(encoding="utf-8"))["video"])
+        except (ValueError, KeyError, TypeError):
+            before = "an unreadable explain.json"
+        if Path(before).resolve() != video.resolve():
+            raise VivitError(f"{folder} holds the explanation of another video named {video.name} ({before}); "
+                             f"give --out for {video}")
+    previous = [folder / "explain.json", *(p for name in OUTPUT_NAMES
+                                          for p in (folder / name, *sorted(folder.glob(f"*-{name}"))))]
+    return folder, check_outputs(previous, overwrite, hint=", or give another --out")
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory (getrusage: KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -103,8 +123,9 @@ def peak_rss_mib() -> float:
 
 def explain_video(model_path: str, video: str | Path, *, method: str = "rollout", label: str | None = None,
                   out: str | Path | None = None, video_format: str = "mp4", strip_frames: int = 8,
-                  device: str = "auto") -> dict[str, Any]:
-    """Explain a video's centre clip; writes the pictures and explain.json to `out` and returns its content."""
+                  device: str = "auto", overwrite: bool = False) -> dict[str, Any]:
+    """Explain a video's centre clip; writes the pictures and explain.json to `out` (a previous explanation
+    there is replaced only with `overwrite`) and returns its content."""
     from vivit.engine.build import resolve_device
     from vivit.engine.checkpoint import load_model
     from vivit.engine.evaluate import eval_preprocessing
@@ -119,12 +140,11 @@ def explain_video(model_path: str, video: str | Path, *, method: str = "rollout"
     video = Path(video)
     loaded = load_model(model_path)
     clip, indices, fps = load_clip(loaded, video)
+    out, previous = claim_output(out, video, overwrite)
     dev = resolve_device(device)
     targets = None if label is None else [class_index(label, loaded.classes, loaded.model)]
     explained = explain_clip(loaded.model.to(dev), clip.to(dev), method, targets)
     explained = ClipExplanation(explained.logits.cpu(), [m.cpu() for m in explained.maps], explained.targets)
-    out = Path(out) if out is not None else Path(f"explain-{video.stem}")
-    out.mkdir(parents=True, exist_ok=True)
     cfg = loaded.model.config
     frames = clip_pixels(clip[0], eval_preprocessing(loaded.train_config)[1].normalization)
     result = {"video": str(video), "model": str(model_path), "method": method, "variant": cfg.variant,
@@ -135,6 +155,7 @@ def explain_video(model_path: str, video: str | Path, *, method: str = "rollout"
               "seconds": round(time.perf_counter() - start, 2),
               "peak_rss_mib": round(peak_rss_mib(), 1)}
     (out / "explain.json").write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+    remove_stale(previous, [out / "explain.json", *(Path(f) for e in result["explanations"] for f in e["files"].values())])
     return result
 
 
@@ -147,6 +168,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class", dest="label", help="label to explain with --method relevance, or SPLIT:LABEL "
                                                       "(default: the predicted class of each split)")
     parser.add_argument("--out", help="output folder (default: explain-<video name>)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a previous explanation in --out")
     parser.add_argument("--format", dest="video_format", default="mp4", choices=VIDEO_FORMATS,
                         help="overlaid clip as MP4 (H.264) or GIF")
     parser.add_argument("--frames", type=positive_int, default=8, help="frames in the PNG strip (default 8)")
@@ -157,7 +179,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     model, (video,) = model_and_rest(args.model, args.paths, "`vivit explain VIDEO --model MODEL`", rest=1)
     result = explain_video(model, video, method=args.method, label=args.label, out=args.out,
-                           video_format=args.video_format, strip_frames=args.frames, device=args.device)
+                           video_format=args.video_format, strip_frames=args.frames, device=args.device,
+                           overwrite=args.overwrite)
     if args.json:
         print_json(result)
         return 0
