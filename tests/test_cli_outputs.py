@@ -145,6 +145,9 @@ def test_explain_default_folders_of_two_videos_of_one_name_do_not_mix(ckpt, tmp_
         assert "explain-a holds the explanation of another video named a.mp4" in err and "--out" in err
     assert (tmp_path / "explain-a" / "explain.json").read_text() == results
     assert main(["explain", str(first), "--model", str(ckpt), "--overwrite"]) == 0  # its own: replaced when asked
+    other = clip(tmp_path / "b.mp4")
+    assert main(["explain", str(other), "--model", str(ckpt), "--method", "relevance", "--class", "grey"]) == 2
+    assert not (tmp_path / "explain-b").exists()  # a refused label makes no folder
 
 
 # predict --timeline --------------------------------------------------------------------------------------
