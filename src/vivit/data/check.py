@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vivit.cli import print_json
-from vivit.data.datasets import failure_reason
+from vivit.errors import failure_reason
 from vivit.data.decode import DECODE_ERRORS, read_frames
 from vivit.data.media import count_frames
 from vivit.data.sources import SPLIT_FOLDERS, find_samples, parse_split
@@ -36,16 +36,21 @@ def check_video(path: str | Path, full: bool = True) -> str | None:
     return None
 
 
-def dataset_files(source: str | Path, split: str | None = None) -> list[Path]:
-    """Every video path of a source (`find_samples`); a folder with split sub-folders and no `split` gives
-    all splits, a folder of class folders (no split folders) its videos."""
+EVERY_SPLIT = "*"  # check-data's default: every split of a folder with split folders, else the source as a whole
+
+
+def dataset_files(source: str | Path, split: str | None = EVERY_SPLIT) -> list[Path]:
+    """Every video path of a source (`find_samples`): of one split, of the source as a whole (None, as for
+    `vivit eval`: an error for a folder with split folders), or by default of every split it has."""
     root = Path(source)
-    if split is None and root.is_dir() and any((root / s).is_dir() for s in SPLIT_FOLDERS):
-        return [p for s in SPLIT_FOLDERS if (root / s).is_dir() for p, _ in find_samples(root, s)[0]]
+    if split == EVERY_SPLIT:
+        if root.is_dir() and any((root / s).is_dir() for s in SPLIT_FOLDERS):
+            return [p for s in SPLIT_FOLDERS if (root / s).is_dir() for p, _ in find_samples(root, s)[0]]
+        split = None
     return [p for p, _ in find_samples(root, split)[0]]
 
 
-def check_dataset(source: str | Path, split: str | None = None, full: bool = True,
+def check_dataset(source: str | Path, split: str | None = EVERY_SPLIT, full: bool = True,
                   progress: bool = False) -> tuple[int, list[tuple[Path, str]]]:
     """(number of videos checked, [(path, reason)] of the bad ones)."""
     files = dataset_files(source, split)
@@ -59,8 +64,9 @@ def check_dataset(source: str | Path, split: str | None = None, full: bool = Tru
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset: class-per-folder root, list file (.txt) or Kinetics CSV")
-    parser.add_argument("--split", type=parse_split,
-                        help="only this split (train/val/test folder or CSV split value; default: all)")
+    parser.add_argument("--split", type=parse_split, default=EVERY_SPLIT,
+                        help="only this split (train/val/test folder or CSV split value; `none`: the source as a "
+                             "whole, as for `vivit eval`; default: every split)")
     parser.add_argument("--quick", action="store_true", help="open and decode the first frame only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="machine-readable output")

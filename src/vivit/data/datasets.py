@@ -16,16 +16,11 @@ from vivit.data.sampling import clip_span, eval_clips, eval_uniform, random_clip
 from vivit.data.decode import DECODE_ERRORS, VideoInfo, read_clip_yuv
 from vivit.data.sources import Samples, Splits, find_samples
 from vivit.data.transforms import AugmentConfig, eval_transform, train_transform
-from vivit.errors import ConfigError, DataError
+from vivit.errors import ConfigError, DataError, failure_reason
 
 log = logging.getLogger("vivit.data")
 
 SAMPLINGS = ("clip", "uniform")
-
-
-def failure_reason(error: BaseException) -> str:
-    """A short reason without the file name (the warning names the file once)."""
-    return getattr(error, "strerror", None) or str(error) or type(error).__name__
 
 
 class VideoDataset(Dataset):
@@ -38,7 +33,7 @@ class VideoDataset(Dataset):
     def __init__(self, samples: Samples, classes: list[str], *, train: bool, num_frames: int,
                  frame_stride: int, image_size: int, num_clips: int = 1, num_crops: int = 1,
                  augment: AugmentConfig | None = None, sampling: str = "clip", seed: int = 0,
-                 decode_threads: bool = False):
+                 decode_threads: bool = False, warn_skipped: bool = True):
         if sampling not in SAMPLINGS:
             raise ConfigError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
         if num_crops not in (1, 3) or num_clips < 1:
@@ -51,6 +46,7 @@ class VideoDataset(Dataset):
         self.num_clips, self.num_crops, self.sampling = num_clips, num_crops, sampling
         self.augment = augment or AugmentConfig()
         self.seed, self.epoch, self.decode_threads = seed, 0, decode_threads
+        self.warn_skipped = warn_skipped  # False where the caller lists the failed files itself
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -97,7 +93,8 @@ class VideoDataset(Dataset):
         try:
             return self.read(index)
         except DECODE_ERRORS as e:
-            log.warning("skipping %s: %s", self.samples[index][0], failure_reason(e))
+            if self.warn_skipped:
+                log.warning("skipping %s: %s", self.samples[index][0], failure_reason(e))
             return None
 
 

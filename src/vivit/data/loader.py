@@ -8,9 +8,9 @@ from typing import Iterator, NamedTuple
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from vivit.data.datasets import VideoDataset, failure_reason
+from vivit.data.datasets import VideoDataset
 from vivit.data.decode import DECODE_ERRORS
-from vivit.errors import DataError
+from vivit.errors import DataError, failure_reason
 
 log = logging.getLogger("vivit.data")
 
@@ -80,7 +80,8 @@ class VideoLoader:
         if seen and skipped == seen:
             raise DataError(f"all {seen} videos failed to decode; first: {self._first_failure()}")
         if skipped:
-            log.warning("skipped %d of %d videos in epoch %d (unreadable files)", skipped, seen, self.epoch + 1)
+            during = f" in epoch {self.epoch + 1}" if self.dataset.train else ""  # epochs are training's
+            log.warning("skipped %d of %d videos%s (unreadable files)", skipped, seen, during)
 
     def _first_failure(self) -> str:
         index = next(iter(self.sampler))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -26,7 +27,7 @@ from typing import Iterator
 import av
 import av.error
 
-from vivit.errors import DataError
+from vivit.errors import BadVideoError, DataError, failure_reason
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,27 @@ def frame_timestamp(frame: av.VideoFrame, use_dts: bool) -> int | None:
     return frame.dts if use_dts or frame.pts is None else frame.pts
 
 
-def open_video(path: str | Path) -> av.container.InputContainer:
-    """Open for reading; tags that are not UTF-8 (Latin-1 titles in old AVIs) are not an error, an empty file
-    (an interrupted download or copy) is said to be one rather than ffmpeg's 'invalid data'."""
+@contextmanager
+def open_video(path: str | Path) -> Iterator[av.container.InputContainer]:
+    """The open container; tags that are not UTF-8 (Latin-1 titles in old AVIs) are not an error, an empty file
+    (an interrupted download or copy) is said to be one rather than ffmpeg's 'invalid data'. What bad media
+    raises while it is open (PyAV's and the OS's errors, ours) becomes a `BadVideoError` naming the file."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size == 0:
-        raise DataError("empty file (0 bytes)")
-    return av.open(str(path), metadata_errors="replace")
+    try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise DataError("empty file (0 bytes)")
+        with av.open(str(path), metadata_errors="replace") as container:
+            yield container
+    except BadVideoError:
+        raise
+    except (av.error.FFmpegError, OSError, DataError) as e:
+        raise BadVideoError(path, failure_reason(e)) from e
+
+
+def is_image_format(demuxer: str) -> bool:
+    """ffmpeg's image demuxers (libavformat img2dec.c: image2, <codec>_pipe; gif, apng, webp): one frame there is a
+    still picture, which a video model is not meant to classify; an animated GIF or APNG is a video."""
+    return demuxer in ("image2", "image2pipe", "gif", "apng", "webp") or demuxer.endswith("_pipe")
 
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -236,6 +251,8 @@ def stream_info(container: av.container.InputContainer, stream: av.video.stream.
         frames = packets.count
     if frames <= 0:
         raise DataError("video stream has no frames")
+    if frames == 1 and is_image_format(container.format.name):
+        raise DataError(f"a still image ({container.format.name}), not a video")
     rate = frame_rate(stream, None if use_dts else packets)  # AVI: its rate is the time base, dts count frames
     if not rate or rate <= 0 or stream.time_base is None:
         raise DataError("unknown frame rate")

@@ -201,7 +201,7 @@ def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str
         stride, augment = eval_preprocessing(loaded.train_config)
         dataset = VideoDataset([samples[i] for i in todo], classes, train=False, num_frames=net.config.num_frames,
                                frame_stride=stride, image_size=net.config.image_size[0], num_clips=clips_crops[0],
-                               num_crops=clips_crops[1], augment=augment)
+                               num_crops=clips_crops[1], augment=augment, warn_skipped=False)  # in `failed`
         dev = resolve_device(device)
         precision = precision or inference_precision(loaded.train_config, dev)
         net.to(dev).eval()
@@ -225,7 +225,7 @@ def extract(data: str | Path | Sequence[str | Path], model: str | Path, out: str
                     else:
                         write_tensors(out / f"{name}.safetensors", item, {**metadata, "file": name, "label": label_name})
                     written += 1
-        except DataError:  # every video failed to decode (each was named in a warning)
+        except DataError:  # every video failed to decode (each is listed in `failed`)
             pass
         if shards is not None:
             shards.flush()

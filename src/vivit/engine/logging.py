@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vivit.engine.atomic import atomic_write
 
@@ -16,9 +17,16 @@ T = TypeVar("T")
 
 
 def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it", quiet: bool = False) -> Iterator[T]:
-    """A tqdm bar with rate and ETA on stderr; off when quiet or when stderr is not a terminal."""
-    return tqdm(items, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True,
-                disable=quiet or not sys.stderr.isatty())
+    """A tqdm bar with rate and ETA on stderr; off when quiet or when stderr is not a terminal. While it runs,
+    log records (a skipped video's warning) print above the bar (`tqdm.write`), not into its line."""
+    bar = tqdm(items, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True,
+               disable=quiet or not sys.stderr.isatty())
+    return bar if bar.disable else _logging_above(bar)
+
+
+def _logging_above(bar: tqdm) -> Iterator[T]:
+    with logging_redirect_tqdm(), bar:
+        yield from bar
 
 
 class MetricLogger:

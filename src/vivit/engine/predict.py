@@ -132,9 +132,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.timeline:
-        from vivit.engine.timeline import run_timeline
+    from vivit.engine.timeline import check_timeline_options, run_timeline
 
+    check_timeline_options(args)
+    if args.timeline:
         return run_timeline(args)
     checkpoint, videos = model_and_rest(args.model, [args.checkpoint, *args.videos],
                                         usage="`vivit predict MODEL VIDEO...` or `vivit predict VIDEO... --model MODEL`")

@@ -205,11 +205,21 @@ def add_timeline_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeline", action="store_true", help="top-k along one whole video, window by window")
     parser.add_argument("--window-stride", type=float, default=None, metavar="SECONDS",
                         help="--timeline: seconds between window starts (default: one clip's duration)")
-    parser.add_argument("--smooth", type=positive_int, default=1, metavar="WINDOWS",
+    parser.add_argument("--smooth", type=positive_int, default=None, metavar="WINDOWS",
                         help="--timeline: moving average of probabilities over this many windows (default 1: none)")
     parser.add_argument("--timeline-out", default=None, metavar="DIR",
                         help="--timeline: write <video>.timeline.csv / .json / .png there")
     parser.add_argument("--overwrite", action="store_true", help="--timeline-out: replace a previous <video>.timeline.*")
+
+
+TIMELINE_ONLY = ("window_stride", "smooth", "timeline_out")  # options that mean nothing without --timeline
+
+
+def check_timeline_options(args: argparse.Namespace) -> None:
+    """A --timeline option given without --timeline is an error, not silently ignored."""
+    given = [f"--{name.replace('_', '-')}" for name in TIMELINE_ONLY if getattr(args, name) is not None]
+    if given and not args.timeline:
+        raise ConfigError(f"{', '.join(given)} only apply to --timeline: add --timeline (one video) or drop them")
 
 
 def run_timeline(args: argparse.Namespace) -> int:
@@ -217,14 +227,18 @@ def run_timeline(args: argparse.Namespace) -> int:
     if args.model is None and args.checkpoint is None:
         raise ConfigError(f"no model given: {usage}")
     checkpoint, videos = model_and_rest(args.model, [args.checkpoint, *args.videos], usage=usage)
-    if len(videos) != 1 or not Path(videos[0]).is_file():
-        raise ConfigError(f"--timeline takes one video file, got {' '.join(map(str, videos))}")
+    if len(videos) != 1:
+        raise ConfigError(f"--timeline takes one video file, got {len(videos)}: {' '.join(map(str, videos))}")
+    if not Path(videos[0]).exists():
+        raise FileNotFoundError(f"video not found: {videos[0]}")
+    if not Path(videos[0]).is_file():
+        raise ConfigError(f"--timeline takes one video file, got the folder {videos[0]}")
     if args.timeline_out is not None:
         stem = output_folder(args.timeline_out, "--timeline-out") / f"{Path(videos[0]).name}.timeline"
         check_outputs([stem.with_name(stem.name + ext) for ext in (".csv", ".json", ".png")], args.overwrite,
                       hint=", or give another --timeline-out")
     result = timeline(checkpoint, videos[0], window_stride=args.window_stride, frame_stride=getattr(args, "stride", None),
-                      top_k=args.top_k, smoothing=args.smooth, batch_size=args.batch_size, device=args.device,
+                      top_k=args.top_k, smoothing=args.smooth or 1, batch_size=args.batch_size, device=args.device,
                       precision=args.precision, quiet=args.quiet)
     if args.timeline_out is not None:
         write_csv(result, stem.with_name(stem.name + ".csv"))

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vivit.cli import add_model_option, model_and_rest, positive_int, print_json
-from vivit.errors import ConfigError, DataError, VivitError
+from vivit.errors import ConfigError, DataError, VivitError, failure_reason
 from vivit.explain.explainer import METHODS, ClipExplanation, explain_clip, split_ranges
 from vivit.explain.render import VIDEO_FORMATS, clip_pixels, frame_strip, overlay, temporal_plot, upsample, write_overlay
 from vivit.outputs import check_outputs, output_folder, remove_stale
@@ -44,7 +44,7 @@ def load_clip(loaded: Any, video: Path) -> tuple[torch.Tensor, list[int], float]
         info = probe(video)
         clip = dataset.read(0)[0]
     except DECODE_ERRORS as e:
-        raise DataError(f"cannot decode {video}: {e}; `vivit check-data` tells more") from None
+        raise DataError(f"cannot decode {video}: {failure_reason(e)}; `vivit check-data` tells more") from None
     indices = eval_clips(info.frames, model.config.num_frames, stride, 1)[0]
     return clip, indices.tolist(), info.fps / stride
 
