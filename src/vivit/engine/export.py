@@ -13,6 +13,7 @@ import torch
 from vivit.cli import add_model_option, model_and_rest, print_json
 from vivit.engine.atomic import atomic_write
 from vivit.errors import ConfigError, VivitError
+from vivit.outputs import check_outputs
 
 FORMATS = ("onnx",)
 OPSETS = range(14, 21)  # 14: the first with scaled_dot_product_attention; 20: the TorchScript exporter's last
@@ -63,8 +64,7 @@ def check_output_file(out: Path, source: Path, overwrite: bool) -> None:
         raise VivitError(f"{out} would overwrite the checkpoint it is exported from ({source}); choose another file")
     if out.is_dir():
         raise VivitError(f"{out} is a folder; give a file name such as {out / 'model.onnx'}")
-    if out.exists() and not overwrite:
-        raise VivitError(f"{out} already exists; pass --overwrite to replace it")
+    check_outputs([out], overwrite)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
