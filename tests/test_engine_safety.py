@@ -209,7 +209,47 @@ def test_sigterm_removes_the_lock(data, tmp_path):
         time.sleep(0.05)
     assert (out / "train.lock").is_file()
     proc.terminate()
-    assert proc.wait() == 128 + signal.SIGTERM and not (out / "train.lock").exists()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM and not (out / "train.lock").exists()
+
+
+def test_a_sigterm_whose_exception_is_lost_still_ends_training(data, tmp_path, monkeypatch):
+    """PyAV drops an exception raised inside its own code (the signal handler's SystemExit during `err_check`
+    while demuxing): the recorded signal ends the run at the next batch, with the lock removed."""
+    train_module = importlib.import_module("vivit.engine.train")
+    out, steps = tmp_path / "run", []
+    real = train_module.train_step
+
+    def step_then_lost_sigterm(*args, **kwargs):
+        steps.append(1)
+        result = real(*args, **kwargs)
+        if len(steps) == 1:
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler runs here
+            except SystemExit:
+                pass  # lost, as inside PyAV
+        return result
+
+    monkeypatch.setattr(train_module, "train_step", step_then_lost_sigterm)
+    with pytest.raises(SystemExit) as exit_:
+        train(load_config(None, tiny_overrides(data, out, **{"schedule.epochs": 50})), quiet=True)
+    assert exit_.value.code == 128 + signal.SIGTERM and steps == [1]
+    assert not (out / "train.lock").exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_a_sigterm_lost_after_the_last_batch_ends_the_block(tmp_path):
+    from vivit.engine.runfolder import run_lock
+
+    with pytest.raises(SystemExit) as exit_:
+        with run_lock(tmp_path):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            except SystemExit:
+                pass
+    assert exit_.value.code == 128 + signal.SIGTERM and not (tmp_path / "train.lock").exists()
+    with run_lock(tmp_path):  # a later block starts afresh
+        pass
 
 
 def test_the_lock_is_held_while_training(data, tmp_path, monkeypatch):

@@ -52,22 +52,40 @@ def clear_run(out: Path) -> None:
 def run_lock(out: Path) -> Iterator[None]:
     """Hold `out/train.lock` (host and pid of this process) for the block. A lock left by a process of this
     host that no longer runs (killed) is taken over; one held by a live process, or by another host, refuses.
-    SIGTERM (a scheduler's preemption) ends the block as an exception, so the lock is removed then too."""
+    SIGTERM (a scheduler's preemption) ends the block as an exception, so the lock is removed then too.
+    The signal is also recorded: where the exception is lost (PyAV drops exceptions raised inside its own
+    Python-level code, such as `err_check` while demuxing), `raise_if_terminated` ends the block at the
+    training loop's next batch, and the block's end raises it at the latest."""
+    global _terminated_by
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_FILE
     _acquire(lock)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
+    _terminated_by = None
     try:
         yield
+        raise_if_terminated()
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, previous)
+        _terminated_by = None
         lock.unlink(missing_ok=True)
 
 
+_terminated_by: int | None = None  # the signal received inside `run_lock`, if any
+
+
 def _exit_on_sigterm(signum: int, frame: object) -> None:
+    global _terminated_by
+    _terminated_by = signum
     raise SystemExit(128 + signum)
+
+
+def raise_if_terminated() -> None:
+    """SystemExit(128 + signal) when a SIGTERM reached `run_lock` and its exception was lost on the way."""
+    if _terminated_by is not None:
+        raise SystemExit(128 + _terminated_by)
 
 
 def _acquire(lock: Path) -> None:

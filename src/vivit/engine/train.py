@@ -28,7 +28,7 @@ from vivit.engine.evaluate import evaluate_loader, reported_top5
 from vivit.engine.heads import all_correct, configured_splits, split_labels, split_soft_targets
 from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
-from vivit.engine.runfolder import check_run_folder, clear_run, run_lock
+from vivit.engine.runfolder import check_run_folder, clear_run, raise_if_terminated, run_lock
 from vivit.engine.schedule import build_scheduler
 from vivit.errors import ConfigError, DataError, VivitError
 from vivit.textfiles import LABELS_FILE, write_labels
@@ -253,6 +253,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
         batches = progress(loader, desc=f"epoch {epoch + 1}/{epochs}", total=steps_in_epoch * run.grad_accum,
                            unit="batch", quiet=quiet or not dist.is_main())
         for i, batch in enumerate(batches):
+            raise_if_terminated()  # a SIGTERM whose exception the decoder lost
             if i < done_in_epoch * run.grad_accum:
                 continue  # replayed for the sampler's sake; this step is already in the checkpoint
             if i >= steps_in_epoch * run.grad_accum:
