@@ -75,6 +75,8 @@ FIXTURES = [
             lavfi(source(10)), "MJPEG AVI whose header says 250 frames, cut after 32"),
     *[Fixture(f"mjpeg_{fmt}.avi", ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", fmt], note=f"full-range {fmt}")
       for fmt in ("yuvj420p", "yuvj422p", "yuvj444p")],
+    Fixture("mjpeg_odd_33x25.avi", ["-c:v", "mjpeg", "-q:v", "3", "-pix_fmt", "yuvj420p"], lavfi(source(0.4, "33x25")),
+            "full-range 4:2:0 MJPEG of odd width and height (a webcam's odd-size crop)"),
     Fixture("gray.mkv", ["-c:v", "ffv1", "-pix_fmt", "gray"], note="8-bit gray, lossless"),
     Fixture("rgb.mkv", ["-c:v", "ffv1", "-pix_fmt", "bgr0"], note="RGB (bgr0), lossless"),
     Fixture("vfr.mkv", ["-c:v", "ffv1", "-fps_mode", "vfr"],

@@ -194,7 +194,8 @@ class YuvFrames:
     Reading YUV skips the RGB conversion of whole frames; the transforms convert only their crop, as ffmpeg
     converts frames. `full_range`: JPEG range (0..255) rather than video range (16..235); `colorspace`: the
     AVColorSpace whose coefficients swscale applies (1 BT.709, 4 FCC, 7 SMPTE 240M, 9 and 10 BT.2020, any
-    other BT.601; `sws_getCoefficients`), or 0 (AVCOL_SPC_RGB): the planes are G, B, R (RGB sources, 4:4:4).
+    other BT.601; `sws_getCoefficients`), or 0 (AVCOL_SPC_RGB): the planes are G, B, R
+    (RGB sources, and YUV frames ffmpeg converts through its scaled path: its own RGB, 4:4:4).
     """
 
     data: np.ndarray
@@ -228,8 +229,8 @@ def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
     Ranges as ffmpeg reads them: yuvj formats and `color_range=pc` are full range, gray is full range unless
     tagged `tv`, RGB and palette frames become planar RGB (gbrp). Planes are used as decoded where ffmpeg's
     own YUV -> RGB conversion repeats each chroma sample over its pixels (4:2:0 and 4:2:2 of even height, as
-    swscale's unscaled converter) or needs no chroma upsampling (4:4:4); every other frame is converted by
-    ffmpeg's scale filter as its scaled path to RGB (ffmpeg's default flags) upsamples chroma (`_to_planar`).
+    swscale's unscaled converter) or needs no chroma upsampling (4:4:4); every other frame becomes ffmpeg's own
+    RGB (`_to_planar`).
     """
     fmt = frame.format
     if fmt.is_rgb or fmt.has_palette or fmt.is_bayer:
@@ -243,7 +244,11 @@ def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
 
 def _packed_planes(frame: av.VideoFrame) -> list[np.ndarray]:
     """The three planes of a planar YUV frame, rows without their line padding (a negative line size, as ffmpeg's
-    vflip makes: rows from the bottom up in memory, which PyAV's buffer starts at)."""
+    vflip makes: rows from the bottom up in memory, which PyAV's buffer starts at); of an rgb24 frame its
+    G, B and R planes (as gbrp)."""
+    if frame.format.name == "rgb24":
+        rgb = frame.to_ndarray()
+        return [rgb[..., 1], rgb[..., 2], rgb[..., 0]]
     rows = [np.frombuffer(plane, np.uint8).reshape(-1, abs(plane.line_size))[:plane.height, :plane.width]
             for plane in frame.planes[:3]]
     return [r[::-1] if plane.line_size < 0 else r for r, plane in zip(rows, frame.planes)]
@@ -253,8 +258,8 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
                   upscale: bool = True, threads: bool = False,
                   min_shrink: float = 1.0) -> tuple[YuvFrames, VideoInfo]:
     """As `read_clip`, but frames stay planar YUV with ffmpeg's colours (see `_encoding`): 8-bit 4:2:0, 4:2:2
-    or 4:4:4 as decoded, or converted by ffmpeg's scale filter (`_to_planar`: other formats such as 10-bit,
-    odd heights, and `size`: frames scaled there, bilinear, antialiased when shrinking, as the transforms' resize).
+    or 4:4:4 as decoded; other formats (10-bit, odd sizes, 4:1:1) as ffmpeg's own RGB planes; with `size`, frames
+    scaled there by ffmpeg's scale filter (`_to_planar`: bilinear, antialiased when shrinking, as the transforms' resize).
 
     `min_shrink`: frames are scaled down to `size` only where that divides their short side by at least this
     much, else kept at native size (a small reduction saves little memory and costs the exact crop geometry).
@@ -271,18 +276,18 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
 
 def _to_planar(frame: av.VideoFrame, height: int, width: int, full: bool, layout: str | None = None,
                before: tuple[Filter, ...] = ()) -> Filters:
-    """ffmpeg's scale filter to 8-bit planar YUV of `height` x `width` (its chroma siting and filters, dithered
-    from higher bit depths), after the filters `before`. At native size, as ffmpeg's `-pix_fmt rgb24`
-    conversion: bicubic chroma, and chroma subsampled horizontally becomes 4:2:2 at even widths (each sample then
-    covers two pixels, as swscale's RGB output uses it, also from 4:1:1; odd widths force its full chroma
-    interpolation); resized: bilinear to 4:4:4; `layout`: that format, bicubic (ffmpeg's autoscale). RGB (and
-    palette, Bayer) becomes planar RGB, so its crops are its pixels; YUV keeps its matrix (a conversion to BT.601
-    would round twice: 10-bit BT.709 turned 270 degrees was 8 levels off, 6 now)."""
+    """The filters that make a frame that is not used as decoded `height` x `width` planes, after the filters
+    `before`. At native size a YUV frame becomes ffmpeg's own RGB (`-pix_fmt rgb24`: its chroma upsampling, 15-bit
+    intermediates and dithering from higher bit depths, so odd sizes, 10-bit, 4:1:1 are its pixels exactly; kept as
+    planar RGB by `_packed_planes`). Otherwise ffmpeg's scale filter to 8-bit planar YUV keeping the frame's matrix
+    (a conversion to BT.601 would round twice): resized, bilinear to 4:4:4; `layout`: that format, bicubic (ffmpeg's
+    autoscale). RGB (and palette, Bayer) becomes planar RGB, so its crops are its pixels."""
     same_size = (frame.height, frame.width) == (height, width)
     rgb = frame.format.is_rgb or frame.format.has_palette or frame.format.is_bayer
-    halved = not rgb and frame.width % 2 == 0 and frame.format.chroma_width(256) < 256
+    if same_size and not rgb and layout is None:
+        return Filters([*before, ("format", "rgb24")])
     flags = "bicubic" if same_size or layout else "bilinear"
-    layout = layout or ("gbrp" if rgb else "yuv422p" if same_size and halved else "yuv444p")
+    layout = layout or ("gbrp" if rgb else "yuv444p")
     matrix = _MATRIX_NAMES.get(frame.colorspace, "bt601")
     scale = f"{width}:{height}:flags={flags}" + ("" if rgb else f":out_range={'full' if full else 'limited'}"
                                                  f":in_color_matrix={matrix}:out_color_matrix={matrix}")
@@ -336,6 +341,8 @@ class _YuvConverter:
             if self.planar is None:  # a late turn is at native size: the frame's own
                 self.planar = _to_planar(frame, *((frame.height, frame.width) if late else (height, width)), full)
             name, frame = self.planar.filters[-1][1], self.planar(frame)
+            if name == "rgb24":  # ffmpeg's RGB, as planar RGB
+                name, full = "gbrp", True
         planes, chroma = _packed_planes(frame), _PLANAR_YUV[name]
         if late:
             planes, chroma = _turn_planes(planes, self.info), chroma[::-1]
