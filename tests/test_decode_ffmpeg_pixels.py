@@ -108,11 +108,11 @@ def test_yuv_path_uses_swscales_coefficients_of_the_tagged_colour_matrix(name):
 
 
 @pytest.mark.parametrize("name", ["ffv1_yuv411p.mkv", "ffv1_yuv410p.mkv", "odd_321x241.mkv", "mjpeg_odd_33x25.avi",
-                                  "odd_height_422.mp4", "h264_10bit.mp4"])
+                                  "odd_height_422.mp4", "h264_10bit.mp4", "mjpeg_yuvj444p.avi"])
 def test_frames_ffmpeg_converts_through_its_scaler_are_its_rgb_in_the_yuv_path(name):
-    """4:1:1 (DV NTSC), 4:1:0, 4:2:0 of odd sizes (also full-range MJPEG), 4:2:2 of odd height and 10-bit: frames
+    """4:1:1 (DV NTSC), 4:1:0, 4:2:0 of odd sizes (also full-range MJPEG), 4:2:2 of odd height, 10-bit, 4:4:4: frames
     swscale's unscaled converter does not take become ffmpeg's own RGB, kept as planar RGB, so crops are its pixels
-    (were 8-bit YUV planes of the interpolated chroma: up to 10 levels off on odd-size MJPEG, 4 on 4:1:1, 6 on 10-bit)."""
+    (were 8-bit YUV planes of the interpolated chroma: up to 10 levels off on odd-size MJPEG, 4 on 4:1:1, 6 on 10-bit, 1 on 4:4:4)."""
     frames, _ = read_clip_yuv(MEDIA / name, lambda info: np.arange(5))
     assert frames.colorspace == 0 and frames.chroma == (1, 1)  # AVCOL_SPC_RGB: G, B, R planes
     assert yuv_crops_error(name) == (0, 0.0)

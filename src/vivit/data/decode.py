@@ -229,8 +229,8 @@ def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
     Ranges as ffmpeg reads them: yuvj formats and `color_range=pc` are full range, gray is full range unless
     tagged `tv`, RGB and palette frames become planar RGB (gbrp). Planes are used as decoded where ffmpeg's
     own YUV -> RGB conversion repeats each chroma sample over its pixels (4:2:0 and 4:2:2 of even height, as
-    swscale's unscaled converter) or needs no chroma upsampling (4:4:4); every other frame becomes ffmpeg's own
-    RGB (`_to_planar`).
+    swscale's unscaled converter); every other frame (4:4:4 too: swscale converts it at 15 bits) becomes ffmpeg's
+    own RGB (`_to_planar`).
     """
     fmt = frame.format
     if fmt.is_rgb or fmt.has_palette or fmt.is_bayer:
@@ -238,7 +238,7 @@ def _encoding(frame: av.VideoFrame) -> tuple[str | None, bool]:
     if len([c for c in fmt.components if not c.is_alpha]) == 1:
         return None, frame.color_range != _MPEG_RANGE
     chroma = _PLANAR_YUV.get(fmt.name)
-    as_decoded = chroma == (1, 1) or (chroma is not None and frame.height % 2 == 0)
+    as_decoded = chroma not in (None, (1, 1)) and frame.height % 2 == 0
     return fmt.name if as_decoded else None, fmt.name.startswith("yuvj") or frame.color_range == _JPEG_RANGE
 
 
@@ -258,7 +258,7 @@ def read_clip_yuv(path: str | Path, choose: Callable[[VideoInfo], np.ndarray], s
                   upscale: bool = True, threads: bool = False,
                   min_shrink: float = 1.0) -> tuple[YuvFrames, VideoInfo]:
     """As `read_clip`, but frames stay planar YUV with ffmpeg's colours (see `_encoding`): 8-bit 4:2:0, 4:2:2
-    or 4:4:4 as decoded; other formats (10-bit, odd sizes, 4:1:1) as ffmpeg's own RGB planes; with `size`, frames
+    as decoded; other formats (4:4:4, 10-bit, odd sizes, 4:1:1) as ffmpeg's own RGB planes; with `size`, frames
     scaled there by ffmpeg's scale filter (`_to_planar`: bilinear, antialiased when shrinking, as the transforms' resize).
 
     `min_shrink`: frames are scaled down to `size` only where that divides their short side by at least this

@@ -179,7 +179,7 @@ def _frame_size(frames: Frames) -> tuple[int, int]:
 
 def _yuv_crop_to_rgb(frames: YuvFrames, top: int, left: int, side: int) -> torch.Tensor:
     """uint8 RGB (T, 3, side, side) of a YUV crop as ffmpeg converts it: each chroma sample applies to the
-    sy x sx pixels it covers, every pixel clamped; 4:4:4 exactly rounded (swscale's scaled path), 4:2:0 and
+    sy x sx pixels it covers, every pixel clamped; 4:4:4 (planes a reduced-size decode made) exactly rounded, 4:2:0 and
     4:2:2 in swscale's unscaled fixed point (`_unscaled_coefficients`), so both equal ffmpeg's own RGB; planar RGB
     (colorspace 0) is cut as it is."""
     luma, u, v = (torch.from_numpy(p) for p in frames.planes())
