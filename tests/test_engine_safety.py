@@ -200,40 +200,77 @@ def test_a_live_lock_refuses_and_a_stale_one_is_taken_over(data, tmp_path):
     assert not lock.exists()
 
 
-def test_sigterm_removes_the_lock(data, tmp_path):
+def test_sigterm_saves_the_run_and_removes_the_lock(data, tmp_path):
     out = tmp_path / "run"
     overrides = tiny_overrides(data, out, **{"schedule.epochs": 50})
-    proc = subprocess.Popen([sys.executable, "-m", "vivit.cli", "train", *overrides, "--quiet"], cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "vivit.cli", "train", *overrides, "--quiet"], cwd=ROOT,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "metrics.csv").exists():
         time.sleep(0.05)
     assert (out / "train.lock").is_file()
     proc.terminate()
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM and not (out / "train.lock").exists()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and not (out / "train.lock").exists()
+    step = load_checkpoint(out / "last.pt")["step"]
+    assert f"SIGTERM: stopped at step {step}; {out / 'last.pt'} holds it, continue with --resume" in err
+
+
+def _weights(out):
+    return load_checkpoint(out / "last.pt")["model"]
+
+
+def test_a_sigterm_during_a_step_lets_it_finish_and_resume_continues_exactly(data, tmp_path, monkeypatch, capsys):
+    """A preemption in the middle of step 2 (here: during its forward and backward) waits for the step's end,
+    saves last.pt at step 2 and exits 143; `--resume` then gives the weights of an uninterrupted run."""
+    train_module = importlib.import_module("vivit.engine.train")
+    real, steps = train_module.train_step, []
+
+    def sigterm_in_step_2(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the step
+        return real(*args, **kwargs)
+
+    plain = tiny_overrides(data, tmp_path / "plain", **{"schedule.max_steps": 5, "data.val_split": "null"})
+    train(load_config(None, plain), quiet=True)
+    out = tmp_path / "run"
+    config = load_config(None, tiny_overrides(data, out, **{"schedule.max_steps": 5, "data.val_split": "null"}))
+    with monkeypatch.context() as mp:
+        mp.setattr(train_module, "train_step", sigterm_in_step_2)
+        with pytest.raises(SystemExit) as exit_:
+            train(config, quiet=True)
+    assert exit_.value.code == 128 + signal.SIGTERM and steps == [1, 1]
+    assert load_checkpoint(out / "last.pt")["step"] == 2 and not (out / "train.lock").exists()
+    assert "SIGTERM: stopped at step 2" in capsys.readouterr().err
+    assert train(config, resume=True, quiet=True)["step"] == 5
+    for name, tensor in _weights(tmp_path / "plain").items():
+        assert torch.equal(tensor, _weights(out)[name]), name
 
 
 def test_a_sigterm_whose_exception_is_lost_still_ends_training(data, tmp_path, monkeypatch):
     """PyAV drops an exception raised inside its own code (the signal handler's SystemExit during `err_check`
-    while demuxing): the recorded signal ends the run at the next batch, with the lock removed."""
-    train_module = importlib.import_module("vivit.engine.train")
-    out, steps = tmp_path / "run", []
-    real = train_module.train_step
+    while demuxing): the recorded signal ends the run at the next batch, saved, with the lock removed."""
+    from vivit.data import datasets
 
-    def step_then_lost_sigterm(*args, **kwargs):
-        steps.append(1)
-        result = real(*args, **kwargs)
-        if len(steps) == 1:
+    out, reads = tmp_path / "run", []
+    real = datasets.read_clip_yuv
+
+    def read_then_lost_sigterm(*args, **kwargs):
+        reads.append(1)
+        if len(reads) == 12:  # in step 2's batch
             try:
                 os.kill(os.getpid(), signal.SIGTERM)
                 time.sleep(1)  # the handler runs here
             except SystemExit:
                 pass  # lost, as inside PyAV
-        return result
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_step", step_then_lost_sigterm)
+    monkeypatch.setattr(datasets, "read_clip_yuv", read_then_lost_sigterm)
     with pytest.raises(SystemExit) as exit_:
         train(load_config(None, tiny_overrides(data, out, **{"schedule.epochs": 50})), quiet=True)
-    assert exit_.value.code == 128 + signal.SIGTERM and steps == [1]
+    assert exit_.value.code == 128 + signal.SIGTERM and len(reads) == 16  # the batch is read, not trained on
+    assert load_checkpoint(out / "last.pt")["step"] == 1
     assert not (out / "train.lock").exists() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 

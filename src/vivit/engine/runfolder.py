@@ -52,10 +52,11 @@ def clear_run(out: Path) -> None:
 def run_lock(out: Path) -> Iterator[None]:
     """Hold `out/train.lock` (host and pid of this process) for the block. A lock left by a process of this
     host that no longer runs (killed) is taken over; one held by a live process, or by another host, refuses.
-    SIGTERM (a scheduler's preemption) ends the block as an exception, so the lock is removed then too.
-    The signal is also recorded: where the exception is lost (PyAV drops exceptions raised inside its own
-    Python-level code, such as `err_check` while demuxing), `raise_if_terminated` ends the block at the
-    training loop's next batch, and the block's end raises it at the latest."""
+    SIGTERM (a scheduler's preemption) ends the block as an exception (SystemExit(143)), so the lock is removed
+    then too; inside `sigterm_deferred` (a training step) it waits for the end of that block. The signal is also
+    recorded (`terminated`): where the exception is lost (PyAV drops exceptions raised inside its own Python-level
+    code, such as `err_check` while demuxing), `raise_if_terminated` ends the block at the training loop's next
+    batch, and the block's end raises it at the latest."""
     global _terminated_by
     out.mkdir(parents=True, exist_ok=True)
     lock = out / LOCK_FILE
@@ -74,18 +75,38 @@ def run_lock(out: Path) -> Iterator[None]:
 
 
 _terminated_by: int | None = None  # the signal received inside `run_lock`, if any
+_deferring = False  # inside `sigterm_deferred`
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
     global _terminated_by
     _terminated_by = signum
-    raise SystemExit(128 + signum)
+    if not _deferring:
+        raise SystemExit(128 + signum)
+
+
+def terminated() -> bool:
+    """Whether a SIGTERM reached `run_lock` (raised, deferred or lost on the way)."""
+    return _terminated_by is not None
 
 
 def raise_if_terminated() -> None:
-    """SystemExit(128 + signal) when a SIGTERM reached `run_lock` and its exception was lost on the way."""
+    """SystemExit(128 + signal) when a SIGTERM reached `run_lock` and is still to be acted on: deferred by
+    `sigterm_deferred`, or its exception lost on the way."""
     if _terminated_by is not None:
         raise SystemExit(128 + _terminated_by)
+
+
+@contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """Inside the block a SIGTERM is only recorded (`raise_if_terminated` acts on it after), so that an optimiser
+    step and its bookkeeping are never cut in half and the state can be saved."""
+    global _deferring
+    previous, _deferring = _deferring, True
+    try:
+        yield
+    finally:
+        _deferring = previous
 
 
 def _acquire(lock: Path) -> None:

@@ -8,8 +8,11 @@ import dataclasses
 import math
 import os
 import random
+import sys
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +31,8 @@ from vivit.engine.evaluate import evaluate_loader, reported_top5
 from vivit.engine.heads import all_correct, configured_splits, split_labels, split_soft_targets
 from vivit.engine.logging import MetricLogger, epoch_line, progress
 from vivit.engine.optim import build_optimizer
-from vivit.engine.runfolder import check_run_folder, clear_run, raise_if_terminated, run_lock
+from vivit.engine.runfolder import (check_run_folder, clear_run, raise_if_terminated, run_lock, sigterm_deferred,
+                                    terminated)
 from vivit.engine.schedule import build_scheduler
 from vivit.errors import ConfigError, DataError, VivitError
 from vivit.textfiles import LABELS_FILE, write_labels
@@ -242,91 +246,100 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     steps_this_run = 0
     last_report, finite = None, True
     nonfinite, last_finite, lr = 0, None, scheduler.get_last_lr()[0]  # consecutive non-finite steps; (step, loss)
-    for epoch in range(state["epoch"], epochs):
-        state["epoch"] = epoch
-        loader.set_epoch(epoch)
-        stats = state["epoch_stats"]
-        done_in_epoch = state["step"] - epoch * steps_per_epoch  # > 0 when resuming mid-epoch
-        steps_in_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
-        net.train()
-        start, pending = time.perf_counter(), []
-        batches = progress(loader, desc=f"epoch {epoch + 1}/{epochs}", total=steps_in_epoch * run.grad_accum,
-                           unit="batch", quiet=quiet or not dist.is_main())
-        for i, batch in enumerate(batches):
-            raise_if_terminated()  # a SIGTERM whose exception the decoder lost
-            if i < done_in_epoch * run.grad_accum:
-                continue  # replayed for the sampler's sake; this step is already in the checkpoint
-            if i >= steps_in_epoch * run.grad_accum:
-                break
-            stats["skipped"] += batch.skipped
-            pending.append((batch.videos, batch.labels))
-            if len(pending) < run.grad_accum:
-                continue
-            torch.manual_seed(step_seed(run.seed, state["step"], rank))
-            generator = torch.Generator().manual_seed(step_seed(run.seed, state["step"], rank))
-            result = train_step(net, optimizer, scheduler, scaler, pending, optim=config.optim,
-                                num_classes=len(classes), device=device, precision=precision, generator=generator,
-                                class_splits=model.config.class_splits)
-            pending = []
-            state["step"] += 1
-            steps_this_run += 1
-            lr = result.lr
-            if result.loss_finite:
-                stats["loss_sum"] += result.loss_sum
-                stats["correct"] += result.correct
-                stats["samples"] += result.samples
-                last_finite = (state["step"], result.loss_sum / max(result.samples, 1))
-            else:
-                stats["nonfinite"] = stats.get("nonfinite", 0) + 1
-            if logger and state["step"] % run.log_every == 0:
-                logger.log(_row("step", epoch + 1, state["step"], result.loss_sum / max(result.samples, 1),
-                                result.correct / max(result.samples, 1), result.lr, {"grad_norm": result.grad_norm}))
-            # fp16 overflows are GradScaler's business; a NaN/inf loss, or gradient in fp32/bf16, is divergence
-            counts = not result.loss_finite or (not result.grads_finite and precision != "fp16")
-            nonfinite = nonfinite + 1 if counts else 0
-            if nonfinite >= run.max_nonfinite_steps:
-                if logger:
-                    logger.close()
-                raise VivitError(_diverged(state["step"], nonfinite, last_finite, out))
-            stop = stop_after_steps is not None and steps_this_run >= stop_after_steps
-            if (run.save_every_steps and state["step"] % run.save_every_steps == 0) or stop:
-                checkpoint(out / "last.pt", stats)
-            if stop:
-                say(f"stopped after {steps_this_run} steps (step {state['step']}); resume with --resume")
-                if logger:
-                    logger.close()
-                return {"stopped": True, "step": state["step"], "out": str(out)}
-        stats["seconds"] += time.perf_counter() - start
-        loss_sum, correct, samples, skipped = dist.all_reduce_sum(
-            [stats["loss_sum"], stats["correct"], stats["samples"], stats["skipped"]], device)
-        if samples == 0 and not stats.get("nonfinite"):
-            raise DataError(f"no training clip of epoch {epoch + 1} could be decoded ({int(skipped)} skipped): "
-                            f"check the videos in {config.data.train} with `vivit check-data`")
-        line = {"loss": loss_sum / samples if samples else math.nan, "acc": correct / max(samples, 1), "lr": lr,
-                "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None,
-                "nonfinite": stats.get("nonfinite", 0)}
-        last_epoch = epoch == epochs - 1
-        state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
-        if run.keep_last:
-            checkpoint(out / "last.pt", state["epoch_stats"])
-        if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
-            last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
-                                                  num_classes=len(classes), quiet=quiet, desc="validate")
-            line.update(val_top1=last_report.top1, val_top5=reported_top5(last_report, len(classes)))
-            if not finite:
-                say(f"epoch {epoch + 1}: the validation logits are NaN/inf; this model is not kept as best")
-        say(epoch_line(epoch + 1, epochs, line))
-        improved = line["val_top1"] is not None and finite and line["val_top1"] > state["best_top1"]
-        if logger:
-            logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
-        if improved:
-            state["best_top1"] = line["val_top1"]
-            if run.keep_last:  # record the new best in last.pt too
+
+    def save_preempted() -> None:  # the state after the last finished step (see sigterm_deferred)
+        checkpoint(out / "last.pt", state["epoch_stats"])
+        print(f"SIGTERM: stopped at step {state['step']}; {out / 'last.pt'} holds it, continue with --resume",
+              file=sys.stderr, flush=True)
+
+    with _saved_on_sigterm(save_preempted if world == 1 and run.keep_last else None):
+        for epoch in range(state["epoch"], epochs):
+            state["epoch"] = epoch
+            loader.set_epoch(epoch)
+            stats = state["epoch_stats"]
+            done_in_epoch = state["step"] - epoch * steps_per_epoch  # > 0 when resuming mid-epoch
+            steps_in_epoch = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)
+            net.train()
+            start, pending, pending_skipped = time.perf_counter(), [], 0
+            batches = progress(loader, desc=f"epoch {epoch + 1}/{epochs}", total=steps_in_epoch * run.grad_accum,
+                               unit="batch", quiet=quiet or not dist.is_main())
+            for i, batch in enumerate(batches):
+                raise_if_terminated()  # a SIGTERM whose exception the decoder lost
+                if i < done_in_epoch * run.grad_accum:
+                    continue  # replayed for the sampler's sake; this step is already in the checkpoint
+                if i >= steps_in_epoch * run.grad_accum:
+                    break
+                pending_skipped += batch.skipped
+                pending.append((batch.videos, batch.labels))
+                if len(pending) < run.grad_accum:
+                    continue
+                with sigterm_deferred():  # a step and its bookkeeping are never cut in half by a preemption
+                    torch.manual_seed(step_seed(run.seed, state["step"], rank))
+                    generator = torch.Generator().manual_seed(step_seed(run.seed, state["step"], rank))
+                    result = train_step(net, optimizer, scheduler, scaler, pending, optim=config.optim,
+                                        num_classes=len(classes), device=device, precision=precision, generator=generator,
+                                        class_splits=model.config.class_splits)
+                    pending, stats["skipped"], pending_skipped = [], stats["skipped"] + pending_skipped, 0
+                    state["step"] += 1
+                    steps_this_run += 1
+                    lr = result.lr
+                    if result.loss_finite:
+                        stats["loss_sum"] += result.loss_sum
+                        stats["correct"] += result.correct
+                        stats["samples"] += result.samples
+                        last_finite = (state["step"], result.loss_sum / max(result.samples, 1))
+                    else:
+                        stats["nonfinite"] = stats.get("nonfinite", 0) + 1
+                    if logger and state["step"] % run.log_every == 0:
+                        logger.log(_row("step", epoch + 1, state["step"], result.loss_sum / max(result.samples, 1),
+                                        result.correct / max(result.samples, 1), result.lr, {"grad_norm": result.grad_norm}))
+                    # fp16 overflows are GradScaler's business; a NaN/inf loss, or gradient in fp32/bf16, is divergence
+                    counts = not result.loss_finite or (not result.grads_finite and precision != "fp16")
+                    nonfinite = nonfinite + 1 if counts else 0
+                    if nonfinite >= run.max_nonfinite_steps:
+                        if logger:
+                            logger.close()
+                        raise VivitError(_diverged(state["step"], nonfinite, last_finite, out))
+                    stop = stop_after_steps is not None and steps_this_run >= stop_after_steps
+                    if (run.save_every_steps and state["step"] % run.save_every_steps == 0) or stop:
+                        checkpoint(out / "last.pt", stats)
+                    if stop:
+                        say(f"stopped after {steps_this_run} steps (step {state['step']}); resume with --resume")
+                        if logger:
+                            logger.close()
+                        return {"stopped": True, "step": state["step"], "out": str(out)}
+                raise_if_terminated()  # a SIGTERM during the step: its state is complete, saved by _saved_on_sigterm
+            stats["seconds"] += time.perf_counter() - start
+            loss_sum, correct, samples, skipped = dist.all_reduce_sum(
+                [stats["loss_sum"], stats["correct"], stats["samples"], stats["skipped"]], device)
+            if samples == 0 and not stats.get("nonfinite"):
+                raise DataError(f"no training clip of epoch {epoch + 1} could be decoded ({int(skipped)} skipped): "
+                                f"check the videos in {config.data.train} with `vivit check-data`")
+            line = {"loss": loss_sum / samples if samples else math.nan, "acc": correct / max(samples, 1), "lr": lr,
+                    "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None,
+                    "nonfinite": stats.get("nonfinite", 0)}
+            last_epoch = epoch == epochs - 1
+            state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
+            if run.keep_last:
                 checkpoint(out / "last.pt", state["epoch_stats"])
-        if run.keep_best and improved:
-            checkpoint(out / "best.pt", state["epoch_stats"])
-            if dist.is_main():
-                _export_best(model, classes, config, out / "best")
+            if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
+                last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
+                                                      num_classes=len(classes), quiet=quiet, desc="validate")
+                line.update(val_top1=last_report.top1, val_top5=reported_top5(last_report, len(classes)))
+                if not finite:
+                    say(f"epoch {epoch + 1}: the validation logits are NaN/inf; this model is not kept as best")
+            say(epoch_line(epoch + 1, epochs, line))
+            improved = line["val_top1"] is not None and finite and line["val_top1"] > state["best_top1"]
+            if logger:
+                logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
+            if improved:
+                state["best_top1"] = line["val_top1"]
+                if run.keep_last:  # record the new best in last.pt too
+                    checkpoint(out / "last.pt", state["epoch_stats"])
+            if run.keep_best and improved:
+                checkpoint(out / "best.pt", state["epoch_stats"])
+                if dist.is_main():
+                    _export_best(model, classes, config, out / "best")
     if logger:
         logger.close()
         _final_plots(out)
@@ -334,6 +347,18 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     return {"stopped": False, "step": state["step"], "epochs": epochs, "out": str(out), "classes": classes,
             "best_top1": state["best_top1"] if state["best_top1"] >= 0 else None,
             "final": None if last_report is None else dataclasses.asdict(last_report)}
+
+
+@contextmanager
+def _saved_on_sigterm(save: Callable[[], None] | None) -> Iterator[None]:
+    """A SIGTERM (a scheduler's preemption) ending the block calls `save` first, so `--resume` continues from the
+    last finished step; None (a DDP run: its ranks could not meet at the save) leaves the last checkpoint as it is."""
+    try:
+        yield
+    except SystemExit:
+        if save is not None and terminated():
+            save()
+        raise
 
 
 def _new_stats() -> dict[str, float]:
