@@ -87,3 +87,29 @@ def test_linear_follows_the_measured_route_with_equal_results(monkeypatch, route
         y = layer(x)
     assert calls == (3 if route == "onednn" else 0)  # forward + both backward GEMMs
     torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+
+
+def test_route_functions_are_marked_as_torch_compiler_marks_a_constant_result():
+    """`constant_under_compile` sets what `torch.compiler.assume_constant_result` sets (so `import vivit` need not
+    import torch._dynamo); a torch whose decorator works otherwise fails here."""
+    from vivit.model import activations
+
+    def probe() -> str:
+        return "x"
+
+    marked = torch.compiler.assume_constant_result(probe)
+    assert marked is probe and vars(probe) == {"_dynamo_marked_constant": True}
+    for route in (linear_mod._measured_route, activations._measured_route):
+        assert vars(route).get("_dynamo_marked_constant") is True
+
+
+def test_a_compiled_linear_calibrates_eagerly_and_reads_the_route_as_a_constant():
+    """fullgraph compile of a linear large enough to ask for the route, on a machine without a cached route: the
+    calibration runs eagerly (traced, its timing and backward passes would break the graph), and the result
+    equals eager."""
+    torch._dynamo.reset()
+    layer, x = Linear(32, 48), torch.randn(5, 32)
+    with onednn_gemm(None, min_macs=0):
+        compiled = torch.compile(layer, fullgraph=True, backend="eager")
+        torch.testing.assert_close(compiled(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
+    assert backends._routes["gemm"] in backends.GEMM_ROUTES

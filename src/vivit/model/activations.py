@@ -73,7 +73,7 @@ def _aten_gelu_tanh(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-@torch._dynamo.assume_constant_result  # decided eagerly, a constant to `torch.compile`
+@backends.constant_under_compile  # decided eagerly, a constant to `torch.compile`
 def _measured_route() -> str:
     return backends.gelu_route(compiled_gelu_tanh(), _aten_gelu_tanh)
 

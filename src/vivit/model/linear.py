@@ -60,7 +60,7 @@ def _backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
 _mm_t.register_autograd(_backward, setup_context=_setup_context)
 
 
-@torch._dynamo.assume_constant_result  # decided eagerly, a constant to `torch.compile`
+@backends.constant_under_compile  # decided eagerly, a constant to `torch.compile`
 def _measured_route() -> str:
     return backends.gemm_route(_mm_t)
 
