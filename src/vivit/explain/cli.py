@@ -19,9 +19,9 @@ import torch
 from vivit.cli import add_model_option, model_and_rest, positive_int, print_json
 from vivit.errors import ConfigError, DataError, VivitError, failure_reason
 from vivit.explain.explainer import METHODS, ClipExplanation, explain_clip, split_ranges
-from vivit.explain.render import VIDEO_FORMATS, clip_pixels, frame_strip, overlay, temporal_plot, upsample, write_overlay
 from vivit.outputs import check_outputs, output_folder, remove_stale
 
+VIDEO_FORMATS = ("mp4", "gif")  # of the overlay video
 OUTPUT_NAMES = ("overlay.mp4", "overlay.gif", "strip.png", "temporal.png", "map.npy")  # each map's, maybe prefixed
 
 
@@ -74,6 +74,8 @@ def predictions(model: Any, logits: torch.Tensor, classes: list[str]) -> dict[st
 def write_outputs(out: Path, explained: ClipExplanation, frames: np.ndarray, model: Any, classes: list[str], *,
                   fps: float, video_format: str, strip_frames: int) -> list[dict[str, Any]]:
     """Files for each map (prefixed by split and label when there are several); their JSON entries."""
+    from vivit.explain.render import frame_strip, overlay, temporal_plot, upsample, write_overlay  # matplotlib
+
     cfg = model.config
     entries, ranges = [], split_ranges(model)
     for i, token_map in enumerate(explained.maps):
@@ -129,6 +131,7 @@ def explain_video(model_path: str, video: str | Path, *, method: str = "rollout"
     from vivit.engine.build import resolve_device
     from vivit.engine.checkpoint import load_model
     from vivit.engine.evaluate import eval_preprocessing
+    from vivit.explain.render import clip_pixels
 
     start = time.perf_counter()
     if method not in METHODS:

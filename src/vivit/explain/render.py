@@ -17,7 +17,6 @@ from vivit.data.encode import write_video  # noqa: E402
 from vivit.data.transforms import Normalization  # noqa: E402
 
 COLOURMAP = "jet"
-VIDEO_FORMATS = ("mp4", "gif")
 MIN_VIDEO_SIDE = 224  # small clips are enlarged (nearest) to at least this for viewing
 
 
