@@ -248,6 +248,42 @@ def test_a_sigterm_during_a_step_lets_it_finish_and_resume_continues_exactly(dat
         assert torch.equal(tensor, _weights(out)[name]), name
 
 
+def test_a_sigterm_during_validation_is_finished_first_when_resumed(data, tmp_path, monkeypatch, capsys):
+    """Stopped while validating epoch 2 of 4: last.pt keeps that epoch's end as pending (with the random state
+    its validation starts from); the resumed run validates it first, so its metrics rows, best model and final
+    weights equal an uninterrupted run's (the epoch's row used to be lost, its model never considered as best)."""
+    train_module = importlib.import_module("vivit.engine.train")
+    real, calls = train_module.evaluate_loader, []
+
+    def sigterm_in_validation_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # raises here: validation is not deferred
+        return real(*args, **kwargs)
+
+    def epoch_rows(out):
+        return [(r["epoch"], r["step"], r["loss"], r["val_top1"]) for r in metrics(out) if r["kind"] == "epoch"]
+
+    plain = tmp_path / "plain"
+    train(load_config(None, tiny_overrides(data, plain)), quiet=True)
+    out = tmp_path / "run"
+    config = load_config(None, tiny_overrides(data, out))
+    with monkeypatch.context() as mp:
+        mp.setattr(train_module, "evaluate_loader", sigterm_in_validation_2)
+        with pytest.raises(SystemExit):
+            train(config, quiet=True)
+    saved = load_checkpoint(out / "last.pt")
+    assert saved["epoch"] == 2 and saved["pending_epoch"]["val_top1"] is None and len(epoch_rows(out)) == 1
+    capsys.readouterr()
+    summary = train(config, resume=True)
+    assert "finishing epoch 2: its validation was cut short" in capsys.readouterr().out
+    assert epoch_rows(out) == epoch_rows(plain) and len(epoch_rows(out)) == 4
+    assert summary["best_top1"] == load_checkpoint(plain / "best.pt")["best_top1"]
+    for name, tensor in _weights(plain).items():
+        assert torch.equal(tensor, _weights(out)[name]), name
+    assert load_checkpoint(out / "best.pt")["step"] == load_checkpoint(plain / "best.pt")["step"]
+
+
 def test_a_sigterm_whose_exception_is_lost_still_ends_training(data, tmp_path, monkeypatch):
     """PyAV drops an exception raised inside its own code (the signal handler's SystemExit during `err_check`
     while demuxing): the recorded signal ends the run at the next batch, saved, with the lock removed."""

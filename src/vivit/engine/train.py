@@ -201,7 +201,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     scheduler = build_scheduler(optimizer, total_steps, warmup, config.schedule.name, config.schedule.min_lr)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     state = {"epoch": 0, "step": 0, "best_top1": -1.0, "epoch_stats": _new_stats()}
-    resumed_at = None
+    resumed_at, pending_line = None, None
     # what maps steps to epochs and samples to ranks: a resumed run must keep them
     schedule = {"run.batch_size": run.batch_size, "run.grad_accum": run.grad_accum, "processes": world,
                 "steps_per_epoch": steps_per_epoch}
@@ -215,7 +215,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
         scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
         state = {k: ckpt[k] for k in state}
-        resumed_at = state["step"]
+        resumed_at, pending_line = state["step"], ckpt.get("pending_epoch")
         say(f"resumed from {resume_from} in epoch {state['epoch'] + 1} at step {state['step']}")  # epochs from 1
     elif resume is True:
         say(f"no checkpoint at {resume_from}: starting a new run")
@@ -232,14 +232,17 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     say(f"training {config.model.name} on {len(train_set)} videos ({len(classes)} classes), {world} process(es), "
         f"{device.type} {precision}, {total_steps} steps of {run.batch_size} clips")
 
-    def checkpoint(path: Path, epoch_stats: dict[str, float]) -> None:
+    def checkpoint(path: Path, epoch_stats: dict[str, float], pending: dict[str, Any] | None = None) -> None:
+        """`pending`: an epoch whose end (validation, its metrics row, best.pt) is still to be done, with the random
+        state its validation starts from (a SIGTERM during validation; a resumed run does it first)."""
         _check_finite_weights(model, state["step"], path)  # never replace a good checkpoint by a broken model
         if dist.is_main():
             save_checkpoint(path, {
                 "model": model.state_dict(), "model_config": model.config.to_dict(), "classes": classes,
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": rng_state(), "epoch": state["epoch"], "step": state["step"], "best_top1": state["best_top1"],
-                "epoch_stats": epoch_stats, "config": config.to_dict(), "schedule": schedule,
+                "rng": pending["rng"] if pending else rng_state(), "epoch": state["epoch"], "step": state["step"],
+                "best_top1": state["best_top1"], "epoch_stats": epoch_stats, "config": config.to_dict(),
+                "schedule": schedule, "pending_epoch": pending and pending["line"],
             })
         dist.barrier()
 
@@ -247,12 +250,44 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     last_report, finite = None, True
     nonfinite, last_finite, lr = 0, None, scheduler.get_last_lr()[0]  # consecutive non-finite steps; (step, loss)
 
-    def save_preempted() -> None:  # the state after the last finished step (see sigterm_deferred)
-        checkpoint(out / "last.pt", state["epoch_stats"])
+    validating = None  # the epoch being validated: what a SIGTERM then saves as pending
+
+    def finish_epoch(epoch: int, line: dict[str, Any]) -> None:
+        """The end of a trained epoch: validation where due, the epoch's line and metrics row, the best model."""
+        nonlocal last_report, finite, validating
+        validating = {"line": line, "rng": rng_state()}
+        last_epoch = epoch == epochs - 1
+        if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
+            last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
+                                                  num_classes=len(classes), quiet=quiet, desc="validate")
+            line.update(val_top1=last_report.top1, val_top5=reported_top5(last_report, len(classes)))
+            if not finite:
+                say(f"epoch {epoch + 1}: the validation logits are NaN/inf; this model is not kept as best")
+        with sigterm_deferred():  # the epoch's row, last.pt and best.pt are written together
+            validating = None
+            say(epoch_line(epoch + 1, epochs, line))
+            improved = line["val_top1"] is not None and finite and line["val_top1"] > state["best_top1"]
+            if logger:
+                logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
+            if improved:
+                state["best_top1"] = line["val_top1"]
+                if run.keep_last:  # record the new best in last.pt too
+                    checkpoint(out / "last.pt", state["epoch_stats"])
+            if run.keep_best and improved:
+                checkpoint(out / "best.pt", state["epoch_stats"])
+                if dist.is_main():
+                    _export_best(model, classes, config, out / "best")
+        raise_if_terminated()
+
+    def save_preempted() -> None:  # after the last finished step (sigterm_deferred), an epoch being validated pending
+        checkpoint(out / "last.pt", state["epoch_stats"], validating)
         print(f"SIGTERM: stopped at step {state['step']}; {out / 'last.pt'} holds it, continue with --resume",
               file=sys.stderr, flush=True)
 
     with _saved_on_sigterm(save_preempted if world == 1 and run.keep_last else None):
+        if pending_line is not None:  # stopped by a SIGTERM while validating: that epoch's end comes first
+            say(f"finishing epoch {state['epoch']}: its validation was cut short")
+            finish_epoch(state["epoch"] - 1, pending_line)
         for epoch in range(state["epoch"], epochs):
             state["epoch"] = epoch
             loader.set_epoch(epoch)
@@ -318,28 +353,10 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
             line = {"loss": loss_sum / samples if samples else math.nan, "acc": correct / max(samples, 1), "lr": lr,
                     "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None,
                     "nonfinite": stats.get("nonfinite", 0)}
-            last_epoch = epoch == epochs - 1
             state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
             if run.keep_last:
                 checkpoint(out / "last.pt", state["epoch_stats"])
-            if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
-                last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
-                                                      num_classes=len(classes), quiet=quiet, desc="validate")
-                line.update(val_top1=last_report.top1, val_top5=reported_top5(last_report, len(classes)))
-                if not finite:
-                    say(f"epoch {epoch + 1}: the validation logits are NaN/inf; this model is not kept as best")
-            say(epoch_line(epoch + 1, epochs, line))
-            improved = line["val_top1"] is not None and finite and line["val_top1"] > state["best_top1"]
-            if logger:
-                logger.log(_row("epoch", epoch + 1, state["step"], line["loss"], line["acc"], line["lr"], line))
-            if improved:
-                state["best_top1"] = line["val_top1"]
-                if run.keep_last:  # record the new best in last.pt too
-                    checkpoint(out / "last.pt", state["epoch_stats"])
-            if run.keep_best and improved:
-                checkpoint(out / "best.pt", state["epoch_stats"])
-                if dist.is_main():
-                    _export_best(model, classes, config, out / "best")
+            finish_epoch(epoch, line)
     if logger:
         logger.close()
         _final_plots(out)
