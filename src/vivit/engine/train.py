@@ -256,6 +256,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
         """The end of a trained epoch: validation where due, the epoch's line and metrics row, the best model."""
         nonlocal last_report, finite, validating
         validating = {"line": line, "rng": rng_state()}
+        raise_if_terminated()  # a SIGTERM while the epoch's last.pt was written: this end is pending
         last_epoch = epoch == epochs - 1
         if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
             last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
@@ -353,9 +354,10 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
             line = {"loss": loss_sum / samples if samples else math.nan, "acc": correct / max(samples, 1), "lr": lr,
                     "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None,
                     "nonfinite": stats.get("nonfinite", 0)}
-            state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
-            if run.keep_last:
-                checkpoint(out / "last.pt", state["epoch_stats"])
+            with sigterm_deferred():  # the epoch's state and its last.pt together
+                state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
+                if run.keep_last:
+                    checkpoint(out / "last.pt", state["epoch_stats"])
             finish_epoch(epoch, line)
     if logger:
         logger.close()
