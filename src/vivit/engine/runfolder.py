@@ -99,14 +99,16 @@ def raise_if_terminated() -> None:
 
 @contextmanager
 def sigterm_deferred() -> Iterator[None]:
-    """Inside the block a SIGTERM is only recorded (`raise_if_terminated` acts on it after), so that an optimiser
-    step and its bookkeeping are never cut in half and the state can be saved."""
+    """Inside the block a SIGTERM is only recorded, and acted on when the (outermost) block ends, so that an
+    optimiser step and its bookkeeping are never cut in half and the state can be saved."""
     global _deferring
     previous, _deferring = _deferring, True
     try:
         yield
     finally:
         _deferring = previous
+    if not previous:
+        raise_if_terminated()
 
 
 def _acquire(lock: Path) -> None:

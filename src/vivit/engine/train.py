@@ -250,13 +250,11 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     last_report, finite = None, True
     nonfinite, last_finite, lr = 0, None, scheduler.get_last_lr()[0]  # consecutive non-finite steps; (step, loss)
 
-    validating = None  # the epoch being validated: what a SIGTERM then saves as pending
+    validating = None  # the epoch whose end (validation, row, best) is under way: what a SIGTERM saves as pending
 
     def finish_epoch(epoch: int, line: dict[str, Any]) -> None:
         """The end of a trained epoch: validation where due, the epoch's line and metrics row, the best model."""
         nonlocal last_report, finite, validating
-        validating = {"line": line, "rng": rng_state()}
-        raise_if_terminated()  # a SIGTERM while the epoch's last.pt was written: this end is pending
         last_epoch = epoch == epochs - 1
         if val_loader is not None and (last_epoch or (run.eval_every and (epoch + 1) % run.eval_every == 0)):
             last_report, finite = evaluate_loader(net, val_loader, device=device, precision=precision,
@@ -278,7 +276,6 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
                 checkpoint(out / "best.pt", state["epoch_stats"])
                 if dist.is_main():
                     _export_best(model, classes, config, out / "best")
-        raise_if_terminated()
 
     def save_preempted() -> None:  # after the last finished step (sigterm_deferred), an epoch being validated pending
         checkpoint(out / "last.pt", state["epoch_stats"], validating)
@@ -288,6 +285,7 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
     with _saved_on_sigterm(save_preempted if world == 1 and run.keep_last else None):
         if pending_line is not None:  # stopped by a SIGTERM while validating: that epoch's end comes first
             say(f"finishing epoch {state['epoch']}: its validation was cut short")
+            validating = {"line": pending_line, "rng": rng_state()}
             finish_epoch(state["epoch"] - 1, pending_line)
         for epoch in range(state["epoch"], epochs):
             state["epoch"] = epoch
@@ -344,7 +342,6 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
                         if logger:
                             logger.close()
                         return {"stopped": True, "step": state["step"], "out": str(out)}
-                raise_if_terminated()  # a SIGTERM during the step: its state is complete, saved by _saved_on_sigterm
             stats["seconds"] += time.perf_counter() - start
             loss_sum, correct, samples, skipped = dist.all_reduce_sum(
                 [stats["loss_sum"], stats["correct"], stats["samples"], stats["skipped"]], device)
@@ -354,8 +351,9 @@ def _train(config: TrainConfig, *, resume: str | Path | bool, quiet: bool, stop_
             line = {"loss": loss_sum / samples if samples else math.nan, "acc": correct / max(samples, 1), "lr": lr,
                     "clips_per_s": samples / max(stats["seconds"], 1e-9), "skipped": int(skipped), "val_top1": None,
                     "nonfinite": stats.get("nonfinite", 0)}
-            with sigterm_deferred():  # the epoch's state and its last.pt together
+            with sigterm_deferred():  # the epoch's state and its last.pt together; a SIGTERM leaves its end pending
                 state["epoch"], state["epoch_stats"] = epoch + 1, _new_stats()
+                validating = {"line": line, "rng": rng_state()}
                 if run.keep_last:
                     checkpoint(out / "last.pt", state["epoch_stats"])
             finish_epoch(epoch, line)
