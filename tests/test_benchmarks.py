@@ -93,6 +93,33 @@ def test_each_machine_keeps_its_own_results_and_readme_block(tmp_path, monkeypat
 GPU_TINY = dict(width=32, num_heads=4, depth=2, mlp_dim=64, image_size=32, tubelet=(2, 8, 8), temporal_depth=1)
 
 
+def test_memory_benchmark_measures_the_step_after_the_first(monkeypatch):
+    """The reported step peak is the second step's: the first also loads kernels once (kept beside it)."""
+    import contextlib
+
+    import memory
+
+    peaks = iter([700.0, 400.0])
+    steps = []
+
+    @contextlib.contextmanager
+    def fake_peak(device):
+        result = {}
+        yield result
+        result["peak_mb"] = next(peaks)
+
+    monkeypatch.setattr(memory, "peak_memory", fake_peak)
+    monkeypatch.setattr(memory, "train_step_fn", lambda model, forward, target: lambda: steps.append(forward().shape))
+    out = memory.child("vivit-ti-16x2-st", True, dict(num_frames=4, image_size=32, tubelet=(2, 8, 8), num_classes=5))
+    assert len(steps) == 2 and out["step_peak_mb"] == 400.0 and out["first_step_peak_mb"] == 700.0
+    assert "| 1 | on | 400 | 700 |" in "\n".join(report_lines(out))
+
+
+def report_lines(on: dict) -> list[str]:
+    off = dict(on, checkpointing=False, step_peak_mb=800.0, first_step_peak_mb=900.0)
+    return report.memory_table({"off": off, "on": on})
+
+
 def test_gpu_benchmark_machinery_on_the_cpu():
     """`run.py --device cuda`'s functions, device-agnostic: every variant measured, the SDPA kernel read off
     the profiler and confirmed alone, MFU finite, DDP on a one-process (gloo, loopback) group."""
