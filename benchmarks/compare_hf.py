@@ -40,7 +40,8 @@ def max_abs_diff(ours: vivit.ViViT, hf: VivitForVideoClassification, video: torc
 
 
 def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) -> dict:
-    """Forward (inference mode) and training step of ours vs HF, interleaved; equal inputs and weights."""
+    """Forward (inference mode) and, if train_rounds, a training step of ours vs HF, interleaved; equal inputs and
+    weights."""
     ours, hf = build_pair(cfg)
     video = torch.randn(batch, cfg.in_channels, cfg.num_frames, *cfg.image_size)
     pixel_values = video.transpose(1, 2).contiguous()  # HF's own layout, prepared outside the timing
@@ -48,12 +49,14 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     result = {"max_abs_diff": max_abs_diff(ours, hf, video),
               "params_ours": count_parameters(ours),
               "params_theirs": count_parameters(hf)}
-    fwd = interleave(our_contenders(forward_fn(ours, lambda: ours(video)))
-                     | {"theirs": forward_fn(hf, lambda: hf(pixel_values=pixel_values).logits)}, rounds)
-    train = interleave(our_contenders(train_step_fn(ours, lambda: ours(video), target))
-                       | {"theirs": train_step_fn(hf, lambda: hf(pixel_values=pixel_values).logits, target)}, train_rounds)
-    result["forward_ms"] = summarise(fwd)
-    result["forward_speedup"] = speedup(fwd["ours"], fwd["theirs"])
-    result["train_ms"] = summarise(train)
-    result["train_speedup"] = speedup(train["ours"], train["theirs"])
+    # each kind's step functions are made just before its rounds: forward_fn sets eval mode, train_step_fn train
+    steps = {"forward": (rounds, forward_fn, (lambda: ours(video), lambda: hf(pixel_values=pixel_values).logits)),
+             "train": (train_rounds, lambda m, f: train_step_fn(m, f, target),
+                       (lambda: ours(video), lambda: hf(pixel_values=pixel_values).logits))}
+    for kind, (rounds_, make, (ours_fwd, hf_fwd)) in steps.items():
+        if not rounds_:
+            continue
+        times = interleave(our_contenders(make(ours, ours_fwd)) | {"theirs": make(hf, hf_fwd)}, rounds_)
+        result[f"{kind}_ms"] = summarise(times)
+        result[f"{kind}_speedup"] = speedup(times["ours"], times["theirs"])
     return result

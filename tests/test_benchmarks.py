@@ -162,3 +162,16 @@ def test_standalone_benchmark_scripts_start(script):
     done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "benchmarks" / script), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_hf_comparison_times_the_forward_in_eval_mode_and_may_skip_training(monkeypatch):
+    modes = []
+    real = timing.forward_fn
+
+    def recording(model, forward):
+        run = real(model, forward)
+        return lambda: (modes.append(model.training), run())[1]
+
+    monkeypatch.setattr(compare_hf, "forward_fn", recording)
+    result = compare_hf.compare(TINY, rounds=1, train_rounds=0)
+    assert modes and not any(modes) and "train_ms" not in result and result["forward_speedup"] > 0
