@@ -83,12 +83,17 @@ def contenders(r: dict) -> tuple[str, ...]:
     return ("ours", "ours, PyTorch GEMM", "theirs") if precision(r) == "fp32" else ("ours", "theirs")
 
 
+def rounds(m: dict) -> str:
+    """'11 forward / 3 training ' where the run recorded its rounds (older results did not)."""
+    return f"{m['rounds']} forward / {m['train_rounds']} training " if "rounds" in m else ""
+
+
 def markdown(r: dict) -> str:
     m = r["meta"]
     isa = f"; {m['isa']}" if m.get("isa") else ""
     out = [f"Measured {m['date']} on {m['machine']} ({m.get('slug', 'CPU')}{isa}; {m['cores']} cores, {m['threads']} threads), torch {m['torch']}, "
            f"transformers {m['transformers']}, vit-pytorch {m['vit_pytorch']}. Batch 1, {DTYPES[precision(r)]}, {m['frames']} "
-           f"frames at {m['image_size']} px, tubelet 2x16x16. Medians of interleaved rounds; speed-up = median over rounds "
+           f"frames at {m['image_size']} px, tubelet 2x16x16. Medians of {rounds(m)}interleaved rounds; speed-up = median over rounds "
            "of theirs / ours (> 1: ours is faster)." + (" \"ours, PyTorch GEMM\": the same model of ours with every linear "
            "on PyTorch's own fp32 GEMM (`onednn_gemm(False)`), whatever route `vivit.backends` measured." if precision(r) == "fp32" else ""), "",
            "| comparison | " + " | ".join(f"{name} ms" for name in contenders(r)) + " | speed-up | target | met |",
