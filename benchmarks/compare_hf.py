@@ -49,14 +49,13 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     result = {"max_abs_diff": max_abs_diff(ours, hf, video),
               "params_ours": count_parameters(ours),
               "params_theirs": count_parameters(hf)}
-    # each kind's step functions are made just before its rounds: forward_fn sets eval mode, train_step_fn train
-    steps = {"forward": (rounds, forward_fn, (lambda: ours(video), lambda: hf(pixel_values=pixel_values).logits)),
-             "train": (train_rounds, lambda m, f: train_step_fn(m, f, target),
-                       (lambda: ours(video), lambda: hf(pixel_values=pixel_values).logits))}
-    for kind, (rounds_, make, (ours_fwd, hf_fwd)) in steps.items():
+    ours_fwd, hf_fwd = (lambda: ours(video)), (lambda: hf(pixel_values=pixel_values).logits)
+    # each kind's steps are made just before its rounds: forward_fn sets eval mode, train_step_fn train mode
+    for kind, rounds_, step in (("forward", rounds, forward_fn),
+                                ("train", train_rounds, lambda m, f: train_step_fn(m, f, target))):
         if not rounds_:
             continue
-        times = interleave(our_contenders(make(ours, ours_fwd)) | {"theirs": make(hf, hf_fwd)}, rounds_)
+        times = interleave(our_contenders(step(ours, ours_fwd)) | {"theirs": step(hf, hf_fwd)}, rounds_)
         result[f"{kind}_ms"] = summarise(times)
         result[f"{kind}_speedup"] = speedup(times["ours"], times["theirs"])
     return result
