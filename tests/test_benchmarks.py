@@ -113,6 +113,7 @@ def test_memory_benchmark_measures_the_step_after_the_first(monkeypatch):
     out = memory.child("vivit-ti-16x2-st", True, dict(num_frames=4, image_size=32, tubelet=(2, 8, 8), num_classes=5))
     assert len(steps) == 2 and out["step_peak_mb"] == 400.0 and out["first_step_peak_mb"] == 700.0
     assert "| 1 | on | 400 | 700 |" in "\n".join(report_lines(out))
+    assert "| 1 | on | 0 | 700 |" in "\n".join(report_lines(dict(out, step_peak_mb=0.0)))  # a tiny model's step
 
 
 def report_lines(on: dict) -> list[str]:
