@@ -10,7 +10,7 @@ import torch
 from transformers import VivitConfig, VivitForVideoClassification
 
 import vivit
-from timing import forward_fn, interleave, our_contenders, speedup, summarise, train_step_fn
+from timing import forward_and_train, speedup, summarise
 from vivit.config import ViViTConfig
 from vivit.profile import count_parameters
 from vivit.weights import hf as hf_weights
@@ -49,13 +49,9 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     result = {"max_abs_diff": max_abs_diff(ours, hf, video),
               "params_ours": count_parameters(ours),
               "params_theirs": count_parameters(hf)}
-    ours_fwd, hf_fwd = (lambda: ours(video)), (lambda: hf(pixel_values=pixel_values).logits)
-    # each kind's steps are made just before its rounds: forward_fn sets eval mode, train_step_fn train mode
-    for kind, rounds_, step in (("forward", rounds, forward_fn),
-                                ("train", train_rounds, lambda m, f: train_step_fn(m, f, target))):
-        if not rounds_:
-            continue
-        times = interleave(our_contenders(step(ours, ours_fwd)) | {"theirs": step(hf, hf_fwd)}, rounds_)
-        result[f"{kind}_ms"] = summarise(times)
-        result[f"{kind}_speedup"] = speedup(times["ours"], times["theirs"])
+    times = forward_and_train({"ours": (ours, lambda: ours(video)),
+                               "theirs": (hf, lambda: hf(pixel_values=pixel_values).logits)}, target, rounds, train_rounds)
+    for kind, t in times.items():
+        result[f"{kind}_ms"] = summarise(t)
+        result[f"{kind}_speedup"] = speedup(t["ours"], t["theirs"])
     return result

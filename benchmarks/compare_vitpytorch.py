@@ -16,7 +16,7 @@ from types import ModuleType
 import torch
 
 import vivit
-from timing import forward_fn, interleave, our_contenders, speedup, summarise, train_step_fn
+from timing import forward_and_train, speedup, summarise
 from vivit.config import ViViTConfig
 from vivit.profile import count_parameters
 
@@ -57,12 +57,11 @@ def compare(cfg: ViViTConfig, rounds: int, train_rounds: int, batch: int = 1) ->
     target = torch.randint(cfg.num_classes, (batch,))
     result = {"params_ours": count_parameters(ours),
               "params_theirs": count_parameters(theirs)}
-    for kind, rounds_, step in (("forward", rounds, lambda m: forward_fn(m, lambda: m(video))),
-                                ("train", train_rounds, lambda m: train_step_fn(m, lambda: m(video), target))):
-        if not rounds_:
-            continue
-        times = interleave(our_contenders(step(ours)) | {ALIKE: step(alike), "theirs": step(theirs)}, rounds_)
-        result[f"{kind}_ms"] = summarise(times)
-        result[f"{kind}_speedup"] = speedup(times["ours"], times["theirs"])
-        result[f"{kind}_speedup_alike"] = speedup(times[ALIKE], times["theirs"])
+    models = {"ours": ours, ALIKE: alike, "theirs": theirs}
+    times = forward_and_train({name: (m, lambda m=m: m(video)) for name, m in models.items()}, target, rounds,
+                              train_rounds)
+    for kind, t in times.items():
+        result[f"{kind}_ms"] = summarise(t)
+        result[f"{kind}_speedup"] = speedup(t["ours"], t["theirs"])
+        result[f"{kind}_speedup_alike"] = speedup(t[ALIKE], t["theirs"])
     return result

@@ -95,5 +95,19 @@ def our_contenders(fn: Callable[[], None]) -> dict[str, Callable[[], None]]:
     return {"ours": fn, "ours, PyTorch GEMM": default_gemm}
 
 
+def forward_and_train(models: dict[str, tuple[torch.nn.Module, Callable[[], torch.Tensor]]], target: torch.Tensor,
+                      rounds: int, train_rounds: int) -> dict[str, dict[str, list[float]]]:
+    """Interleaved ms of inference-mode forwards and, if train_rounds, training steps of each (model, its forward);
+    "ours" runs as `our_contenders`. Each kind's steps are made just before its rounds (forward_fn sets eval mode,
+    train_step_fn train mode)."""
+    steps = {"forward": (rounds, forward_fn), "train": (train_rounds, lambda m, f: train_step_fn(m, f, target))}
+    times = {}
+    for kind, (rounds_, step) in steps.items():
+        if rounds_:
+            made = {name: step(model, forward) for name, (model, forward) in models.items()}
+            times[kind] = interleave(our_contenders(made.pop("ours")) | made, rounds_)
+    return times
+
+
 def summarise(times: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(ts) for name, ts in times.items()}

@@ -173,6 +173,6 @@ def test_hf_comparison_times_the_forward_in_eval_mode_and_may_skip_training(monk
         run = real(model, forward)
         return lambda: (modes.append(model.training), run())[1]
 
-    monkeypatch.setattr(compare_hf, "forward_fn", recording)
+    monkeypatch.setattr(timing, "forward_fn", recording)
     result = compare_hf.compare(TINY, rounds=1, train_rounds=0)
     assert modes and not any(modes) and "train_ms" not in result and result["forward_speedup"] > 0
