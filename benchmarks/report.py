@@ -78,9 +78,14 @@ def one_line(res: dict) -> str:
     return "; ".join(parts)
 
 
+GEMM_DEFAULTS = {"fp32": "fp32 GEMM (`onednn_gemm(False)`)", "bf16": "bf16 GEMM (`widened_bf16_gemm(False)`)"}
+
+
 def contenders(r: dict) -> tuple[str, ...]:
-    """Timed contenders of a comparison: in fp32 also ours with PyTorch's own GEMM (see timing.our_contenders)."""
-    return ("ours", "ours, PyTorch GEMM", "theirs") if precision(r) == "fp32" else ("ours", "theirs")
+    """Timed contenders of a comparison: ours, ours with PyTorch's own GEMM (see timing.our_contenders; bf16 runs
+    before the bf16 GEMM route had no such column) and theirs."""
+    timed = next(iter(r["hf"].values()))["forward_ms"] if r.get("hf") else {}
+    return tuple(name for name in ("ours", "ours, PyTorch GEMM", "theirs") if name in timed)
 
 
 def rounds(m: dict) -> str:
@@ -95,7 +100,8 @@ def markdown(r: dict) -> str:
            f"transformers {m['transformers']}, vit-pytorch {m['vit_pytorch']}. Batch 1, {DTYPES[precision(r)]}, {m['frames']} "
            f"frames at {m['image_size']} px, tubelet 2x16x16. Medians of {rounds(m)}interleaved rounds; speed-up = median over rounds "
            "of theirs / ours (> 1: ours is faster)." + (" \"ours, PyTorch GEMM\": the same model of ours with every linear "
-           "on PyTorch's own fp32 GEMM (`onednn_gemm(False)`), whatever route `vivit.backends` measured." if precision(r) == "fp32" else ""), "",
+           f"on PyTorch's own {GEMM_DEFAULTS[precision(r)]}, whatever route `vivit.backends` measured."
+           if "ours, PyTorch GEMM" in contenders(r) else ""), "",
            "| comparison | " + " | ".join(f"{name} ms" for name in contenders(r)) + " | speed-up | target | met |",
            "|---|" + "---:|" * (len(contenders(r)) + 2) + "---|"]
 

@@ -4,7 +4,7 @@ next to the paper's TPU-v3 runtimes, with model FLOP utilisation against this ma
 MFU = (forward FLOPs from `vivit.profile.count_flops`) / median forward time / GEMM peak, where the
 peak is the faster of two large square fp32 GEMMs timed in the same rounds as the models: PyTorch's own
 `torch.matmul` (MKL) and oneDNN's (the kernel `vivit.model.linear` uses); in bf16, a bf16 `torch.matmul`
-(oneDNN already).
+(oneDNN already) and the widened route's fp32 GEMM on bf16 operands (`vivit.model.linear.widened_bf16_gemm`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 import timing
 import vivit
 from timing import forward_fn, interleave
-from vivit.model.linear import linear, onednn_gemm
+from vivit.model.linear import linear, onednn_gemm, widened_bf16_gemm
 from vivit.profile import PAPER_TABLE2, count_flops, count_parameters
 
 
@@ -25,7 +25,12 @@ def gemm_fns(n: int) -> tuple[dict[str, Callable[[], torch.Tensor]], int]:
     """An (n x n) @ (n x n) matmul in the process's precision, each way it can run, and its FLOP count (2 n^3)."""
     if timing.precision == "bf16":
         a, b = torch.randn(n, n, dtype=torch.bfloat16), torch.randn(n, n, dtype=torch.bfloat16)
-        return {"torch.matmul": lambda: torch.matmul(a, b)}, 2 * n**3
+
+        def widened() -> torch.Tensor:
+            with widened_bf16_gemm(True):
+                return linear(a, b)
+
+        return {"torch.matmul": lambda: torch.matmul(a, b), "widened": widened}, 2 * n**3
     a, b = torch.randn(n, n), torch.randn(n, n)
 
     def onednn() -> torch.Tensor:

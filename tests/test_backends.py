@@ -1,4 +1,4 @@
-"""The fp32 GEMM route is measured once per machine, cached, deterministic and overridable."""
+"""The fp32 and bf16 GEMM routes are measured once per machine, cached, deterministic and overridable."""
 
 import json
 import time
@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from vivit import backends
 from vivit.errors import ConfigError
 from vivit.model import linear as linear_mod
-from vivit.model.linear import Linear, onednn_gemm
+from vivit.model.linear import Linear, onednn_gemm, widened_bf16_gemm
 
 
 @pytest.fixture(autouse=True)
 def _fresh(tmp_path, monkeypatch):
     monkeypatch.setenv("VIVIT_HOME", str(tmp_path / "home"))
     monkeypatch.delenv(backends.GEMM_ENV, raising=False)
+    monkeypatch.delenv(backends.BF16_GEMM_ENV, raising=False)
     monkeypatch.setattr(backends, "CALIBRATION_SHAPE", (64, 32, 48))
     backends.reset()
     yield
@@ -99,7 +100,7 @@ def test_route_functions_are_marked_as_torch_compiler_marks_a_constant_result():
 
     marked = torch.compiler.assume_constant_result(probe)
     assert marked is probe and vars(probe) == {"_dynamo_marked_constant": True}
-    for route in (linear_mod._measured_route, activations._measured_route):
+    for route in (linear_mod._measured_route, linear_mod._measured_bf16_route, activations._measured_route):
         assert vars(route).get("_dynamo_marked_constant") is True
 
 
@@ -113,3 +114,52 @@ def test_a_compiled_linear_calibrates_eagerly_and_reads_the_route_as_a_constant(
         compiled = torch.compile(layer, fullgraph=True, backend="eager")
         torch.testing.assert_close(compiled(x), F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
     assert backends._routes["gemm"] in backends.GEMM_ROUTES
+
+
+def test_bf16_calibration_takes_widened_only_where_it_is_faster():
+    widened = linear_mod._widened_mm_t
+    assert backends.calibrate_bf16_gemm(_slow(widened))["route"] == "native"
+    result = backends.calibrate_bf16_gemm(widened, native_linear=_slow(widened))
+    assert result["route"] == "widened" and set(result["native"]) == {"forward_gflops", "training_gflops"}
+    assert backends.calibrate_bf16_gemm(_slow(widened), native_linear=_slow(F.linear))["route"] == "native"
+
+
+def test_bf16_route_is_cached_beside_the_fp32_route_and_overridable(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(backends, "calibrate_gemm", lambda *a: {"route": "torch"})
+    monkeypatch.setattr(backends, "calibrate_bf16_gemm", lambda *a: calls.append(1) or {"route": "widened"})
+    assert backends.gemm_route(F.linear) == "torch"
+    assert backends.bf16_gemm_route(F.linear) == "widened" and backends.bf16_gemm_route(F.linear) == "widened"
+    backends.reset()
+    assert backends.bf16_gemm_route(F.linear) == "widened" and len(calls) == 1  # next process: from the cache
+    entry = json.loads((tmp_path / "home" / "backends.json").read_text())[backends.machine_key()]
+    assert entry["gemm"] == "torch" and entry["bf16_gemm"] == "widened"  # one machine entry, both routes
+    backends.reset()
+    monkeypatch.setenv(backends.BF16_GEMM_ENV, "native")
+    assert backends.bf16_gemm_route(F.linear) == "native" and len(calls) == 1
+    backends.reset()
+    monkeypatch.setenv(backends.BF16_GEMM_ENV, "emulated")
+    with pytest.raises(ConfigError, match="VIVIT_BF16_GEMM.*native.*widened"):
+        backends.bf16_gemm_route(F.linear)
+
+
+def _widened_calls(fn) -> int:
+    with torch.profiler.profile() as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == "vivit::widened_bf16_mm_t")
+
+
+@pytest.mark.parametrize("route", backends.BF16_GEMM_ROUTES)
+def test_bf16_linear_follows_the_measured_route_with_bf16_results(monkeypatch, route):
+    """Under bf16 autocast the route decides the kernel; outputs and gradients are a bf16 GEMM's either way."""
+    monkeypatch.setenv(backends.BF16_GEMM_ENV, route)
+    torch.manual_seed(0)
+    layer, x = Linear(64, 48), torch.randn(2, 5, 64, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(None):
+        calls = _widened_calls(lambda: layer(x).float().square().sum().backward())
+        y = layer(x)
+    assert calls == (3 if route == "widened" else 0)  # forward, dL/dx, dL/dW
+    assert y.dtype == torch.bfloat16 and x.grad.dtype == layer.weight.grad.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(False):
+        native = layer(x)
+    torch.testing.assert_close(y, native, rtol=1.6e-2, atol=1e-2)  # a bf16 ulp where the sums' order differs

@@ -57,19 +57,26 @@ def test_report_flags_targets(speed, met):
     assert [need for claim, _, need, _ in report.targets(results) if "vs" in claim] == [1.2, 1.1, 1.1, 1.1]
 
 
-def test_bf16_precision_runs_every_contender_under_autocast_and_drops_the_gemm_column(monkeypatch):
+def test_each_precision_runs_ours_also_on_pytorchs_own_gemm(monkeypatch):
+    """bf16 runs every contender under autocast; "ours, PyTorch GEMM" switches our GEMM route off in either."""
+    from vivit.model import linear as linear_mod
+
     model = vivit.ViViT(TINY)
     video = torch.randn(1, 3, 4, 32, 32)
-    outputs = []
-    forward = timing.forward_fn(model, lambda: outputs.append(model(video)))
-    for precision, names in (("bf16", ["ours"]), ("fp32", ["ours", "ours, PyTorch GEMM"])):
+    outputs, routes = [], []
+    forward = timing.forward_fn(model, lambda: outputs.append(model(video)) or routes.append(
+        (linear_mod._onednn_enabled, linear_mod._widened_enabled)))
+    for precision in ("bf16", "fp32"):
         monkeypatch.setattr(timing, "precision", precision)  # what timing.setup sets in a benchmark process
-        assert list(timing.our_contenders(forward)) == names
-        forward()
-    assert [o.dtype for o in outputs] == [torch.bfloat16, torch.float32]
+        for step in timing.our_contenders(forward).values():
+            step()
+    assert [o.dtype for o in outputs] == [torch.bfloat16] * 2 + [torch.float32] * 2
+    onednn, widened = linear_mod._onednn_enabled, linear_mod._widened_enabled  # the defaults: measured routes
+    assert routes == [(onednn, widened), (onednn, False), (onednn, widened), (False, widened)]
     with pytest.raises(ValueError, match="precision"):
         timing.setup(1, "fp16")
-    assert report.contenders({"meta": {"precision": "bf16"}}) == ("ours", "theirs")
+    old_bf16 = {"meta": {"precision": "bf16"}, "hf": {"b": {"forward_ms": {"ours": 1.0, "theirs": 2.0}}}}
+    assert report.contenders(old_bf16) == ("ours", "theirs")  # a bf16 run before the bf16 route had no such column
 
 
 def test_each_machine_keeps_its_own_results_and_readme_block(tmp_path, monkeypatch):

@@ -51,6 +51,23 @@ def test_macs_match_official_structure(variant):
     assert count_flops(cfg) / 2 == pytest.approx(gmacs * 1e9 - saved, rel=1e-4)
 
 
+@pytest.mark.parametrize("tubelet", [(2, 8, 8), (1, 4, 8), (3, 4, 4)])
+def test_tubelet_embedding_is_the_strided_conv3d_of_fig_3(tubelet):
+    """The tokeniser's linear on flattened tubes equals PyTorch's Conv3d (kernel = stride = tubelet) on its weight,
+    tokens ordered (time, row, column), and its gradients too."""
+    torch.manual_seed(0)
+    tok = TubeletEmbedding(3, 16, tubelet)
+    video = torch.randn(2, 3, 6, 16, 24, requires_grad=True)
+    tokens = tok(video)
+    conv = F.conv3d(video, tok.proj.weight, tok.proj.bias, stride=tubelet)  # (B, D, n_t, n_h, n_w)
+    torch.testing.assert_close(tokens, conv.flatten(3).permute(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(tokens)
+    ours = torch.autograd.grad(tokens, (video, tok.proj.weight, tok.proj.bias), g)
+    reference = torch.autograd.grad(conv, (video, tok.proj.weight, tok.proj.bias), g.permute(0, 3, 1, 2).unflatten(3, conv.shape[3:]))
+    for a, b in zip(ours, reference):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("init", ["central_frame", "inflate"])
 def test_tubelet_init_on_static_video_equals_2d_patch_embedding(init):
     conv2d = torch.nn.Conv2d(3, 32, kernel_size=8, stride=8)

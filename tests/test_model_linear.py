@@ -1,5 +1,5 @@
 """`vivit.model.linear`: oneDNN fp32 CPU linears equal `F.linear` forward and backward, and fall back
-to `F.linear` wherever oneDNN is not the right kernel."""
+to `F.linear` wherever oneDNN is not the right kernel; widened bf16 linears are bf16 GEMMs."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from conftest import VARIANTS, tiny_model
 from torch.profiler import profile
 
 from vivit.model import linear as lin
-from vivit.model.linear import Linear, onednn_gemm
+from vivit.model.linear import Linear, onednn_gemm, widened_bf16_gemm
 
 pytestmark = pytest.mark.skipif(not lin._ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
 OP = "vivit::onednn_mm_t"
@@ -66,8 +66,11 @@ def test_runs_on_onednn_only_for_fp32_cpu_without_autocast():
         assert op_calls(lambda: layer(x)) == 1
         with onednn_gemm(False):
             assert op_calls(lambda: layer(x)) == 0
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            assert op_calls(lambda: layer(x)) == 0
+        with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(False):
+            assert op_calls(lambda: layer(x)) == 0  # PyTorch's bf16 GEMM
+            assert layer(x).dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(True):
+            assert op_calls(lambda: layer(x)) == 1  # the fp32 GEMM of the widened bf16 route
             assert layer(x).dtype == torch.bfloat16
         assert op_calls(lambda: layer(torch.randn(0, 8))) == 0  # empty batch
         with onednn_gemm(True, min_macs=3 * 8 * 4 + 1):
@@ -125,7 +128,7 @@ def test_whole_model_uses_onednn_and_matches_default_gemm():
     torch.nn.init.normal_(model.head.weight, std=0.1)
     video = torch.randn(2, 3, 4, 16, 16)
     with torch.no_grad():
-        linears = sum(isinstance(m, Linear) for m in model.modules())
+        linears = sum(isinstance(m, Linear) for m in model.modules()) + 1  # + the tokeniser's, on the tubes
         assert op_calls(lambda: model(video)) == linears
         ours = model(video)
         with onednn_gemm(False):
@@ -194,3 +197,88 @@ def test_state_dict_is_nn_linear_s():
     layer = Linear(3, 2)
     assert isinstance(layer, torch.nn.Linear)
     assert list(layer.state_dict()) == ["weight", "bias"]
+
+
+def bf16_gemm_reference(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """A bf16 GEMM written out: operands rounded to bf16, products summed in float64, the result rounded to bf16."""
+    def rounded(t):
+        return t.to(torch.bfloat16).double()
+    y = rounded(x) @ rounded(w).T
+    return (y if b is None else y + rounded(b)).to(torch.bfloat16)
+
+
+def close_in_bf16(a: torch.Tensor, b: torch.Tensor) -> None:
+    """Equal up to one bf16 rounding step (where the fp32 and float64 sums round to neighbouring bf16 values)."""
+    torch.testing.assert_close(a.float(), b.float(), rtol=2 ** -7, atol=1e-4)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_widened_bf16_linear_is_a_bf16_gemm_forward_and_backward(bias):
+    """bf16 weights and inputs (as `--precision bf16` casts them once): outputs and all three gradients are
+    those of bf16 GEMMs, checked against `bf16_gemm_reference`, not against our own kernel."""
+    torch.manual_seed(0)
+    layer = Linear(48, 40, bias=bias).to(torch.bfloat16)
+    x = torch.randn(3, 7, 48).to(torch.bfloat16).requires_grad_()
+    g = torch.randn(3, 7, 40).to(torch.bfloat16)
+    with widened_bf16_gemm(True):
+        y = layer(x)
+        y.backward(g)
+    assert y.dtype == x.grad.dtype == layer.weight.grad.dtype == torch.bfloat16
+    w = layer.weight.detach()
+    close_in_bf16(y, bf16_gemm_reference(x.detach(), w, layer.bias.detach() if bias else None))
+    close_in_bf16(x.grad, bf16_gemm_reference(g, w.T))  # dL/dx = g W
+    close_in_bf16(layer.weight.grad, bf16_gemm_reference(g.flatten(0, 1).T, x.detach().flatten(0, 1).T))  # g^T x
+    if bias:
+        close_in_bf16(layer.bias.grad, g.double().sum((0, 1)))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_whole_model_under_bf16_autocast_takes_the_widened_route_as_pytorchs_bf16(variant):
+    torch.manual_seed(0)
+    model = tiny_model(variant)
+    torch.nn.init.normal_(model.head.weight, std=0.1)
+    video = torch.randn(2, 3, 4, 16, 16)
+
+    def run() -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        model.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(video)
+        logits.float().square().sum().backward()
+        return logits.float(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    with widened_bf16_gemm(True):
+        counted = sum(e.count for e in _profiled(run).key_averages() if e.key == "vivit::widened_bf16_mm_t")
+        ours, ours_grads = run()
+    with widened_bf16_gemm(False):
+        assert sum(e.count for e in _profiled(run).key_averages() if e.key == "vivit::widened_bf16_mm_t") == 0
+        native, native_grads = run()
+    linears = sum(isinstance(m, Linear) for m in model.modules()) + 1  # + the tokeniser's
+    assert counted >= 2 * linears  # each forward GEMM, and at least one of its backward GEMMs
+    torch.testing.assert_close(ours, native, rtol=0.05, atol=0.05)  # bf16 roundings compound over the blocks
+    assert ours_grads.keys() == native_grads.keys()
+    for name, grad in native_grads.items():
+        torch.testing.assert_close(ours_grads[name], grad, rtol=0.1, atol=0.05 * grad.abs().max().item() + 1e-3,
+                                   msg=name)
+
+
+def _profiled(fn):
+    with profile() as prof:
+        fn()
+    return prof
+
+
+def test_widened_bf16_route_compiles_fullgraph_under_autocast():
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(Linear(8, 16), torch.nn.GELU(), Linear(16, 4))
+    x = torch.randn(2, 3, 8, requires_grad=True)
+    with widened_bf16_gemm(True), torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled = torch.compile(layer, fullgraph=True)
+        y = compiled(x)
+        y.float().square().sum().backward()
+        grad_compiled = x.grad.clone()
+        x.grad = None
+        eager = layer(x)
+        eager.float().square().sum().backward()
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, eager)
+    torch.testing.assert_close(grad_compiled, x.grad)

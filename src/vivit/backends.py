@@ -16,6 +16,13 @@ kernel (`aten`) or the same formula as x * sigmoid(2z) fused into one loop by `t
 It is timed once per machine the same way (forward, and forward + backward, on a ViViT-B MLP
 activation), and `compiled` is taken only where it wins both by `MARGIN` and compiles at all (it
 needs a C++ compiler); `VIVIT_GELU=aten|compiled|auto` overrides it.
+
+The third is the bf16 CPU GEMM (bf16 autocast, or bf16 weights and inputs): PyTorch's own (`native`: oneDNN's
+bf16 kernels, which run on AVX512-BF16 / AMX units where the CPU has them and emulate bf16 with fp32 FMAs
+where it has not, about 5x slower than fp32 on an AVX-512 Xeon without them) or one fp32 GEMM on the operands
+widened from bf16, rounded back to bf16 (`widened`: the values of a bf16 GEMM with fp32 accumulation, at the
+fp32 route's speed). It is timed the same way on a ViViT-B-shaped bf16 linear, `widened` taken only where it
+wins forward and training by `MARGIN`; `VIVIT_BF16_GEMM=native|widened|auto` overrides it.
 """
 
 from __future__ import annotations
@@ -41,8 +48,10 @@ _ROUNDS = 7
 GELU_ROUTES = ("aten", "compiled")
 GELU_ENV = "VIVIT_GELU"
 GELU_CALIBRATION_SHAPE = (1576, 3072)  # a ViViT-B MLP activation on 8 x 197 tokens
+BF16_GEMM_ROUTES = ("native", "widened")
+BF16_GEMM_ENV = "VIVIT_BF16_GEMM"
 
-_routes: dict[str, str] = {}  # decided once per process: "gemm", "gelu"
+_routes: dict[str, str] = {}  # decided once per process: "gemm", "gelu", "bf16_gemm"
 
 
 def vivit_home() -> Path:
@@ -113,24 +122,33 @@ def _best_times(routes: dict[str, Callable[..., Any]], *args: Any,
     return best
 
 
-@_with_autograd
-def calibrate_gemm(onednn_linear: Callable[..., torch.Tensor],
-                   default_linear: Callable[..., torch.Tensor] = F.linear) -> dict[str, Any]:
-    """Time `default_linear` (PyTorch's route) and `onednn_linear` on `CALIBRATION_SHAPE`, forward alone and forward + backward:
-    routes interleaved round by round (so a busy machine slows both alike), best of `_ROUNDS` each."""
+def _calibrate_linear(routes: dict[str, Callable[..., torch.Tensor]], dtype: torch.dtype) -> dict[str, Any]:
+    """GFLOP/s of each linear on a `CALIBRATION_SHAPE` matmul in `dtype`, forward alone and forward + backward,
+    interleaved round by round, best of `_ROUNDS`; "route" is the second only where it wins both by `MARGIN`."""
     rows, k, n = CALIBRATION_SHAPE
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(rows, k, generator=generator, requires_grad=True)
-    w = torch.randn(n, k, generator=generator, requires_grad=True)
-    b = torch.randn(n, generator=generator, requires_grad=True)
-    routes = {"torch": default_linear, "onednn": onednn_linear}
-    best = _best_times(routes, x, w, b, train=lambda y: y.sum().backward())
+    x, w, b = (torch.randn(shape, generator=generator).to(dtype).requires_grad_() for shape in ((rows, k), (n, k), (n,)))
+    best = _best_times(routes, x, w, b, train=lambda y: y.float().sum().backward())
     flops = {"forward": 2 * rows * k * n, "training": 3 * 2 * rows * k * n}
     result: dict[str, Any] = {route: {f"{m}_gflops": round(flops[m] / best[route, m] / 1e9, 1) for m in flops}
                               for route in routes}
-    faster = all(best["torch", m] >= MARGIN * best["onednn", m] for m in flops)
-    result["route"] = "onednn" if faster else "torch"
+    default, other = routes
+    result["route"] = other if all(best[default, m] >= MARGIN * best[other, m] for m in flops) else default
     return result
+
+
+@_with_autograd
+def calibrate_gemm(onednn_linear: Callable[..., torch.Tensor],
+                   default_linear: Callable[..., torch.Tensor] = F.linear) -> dict[str, Any]:
+    """Time `default_linear` (PyTorch's route) and `onednn_linear` on fp32 `CALIBRATION_SHAPE` (`_calibrate_linear`)."""
+    return _calibrate_linear({"torch": default_linear, "onednn": onednn_linear}, torch.float32)
+
+
+@_with_autograd
+def calibrate_bf16_gemm(widened_linear: Callable[..., torch.Tensor],
+                        native_linear: Callable[..., torch.Tensor] = F.linear) -> dict[str, Any]:
+    """Time `native_linear` (PyTorch's bf16 GEMM) and `widened_linear` on bf16 `CALIBRATION_SHAPE` (`_calibrate_linear`)."""
+    return _calibrate_linear({"native": native_linear, "widened": widened_linear}, torch.bfloat16)
 
 
 @_with_autograd
@@ -200,6 +218,11 @@ def _route(field: str, env: str, choices: tuple[str, ...], calibrate: Callable[[
 def gemm_route(onednn_linear: Callable[..., torch.Tensor]) -> str:
     """The fp32 CPU GEMM route of this machine: `VIVIT_GEMM`, else the cached or a fresh calibration."""
     return _route("gemm", GEMM_ENV, GEMM_ROUTES, lambda: calibrate_gemm(onednn_linear))
+
+
+def bf16_gemm_route(widened_linear: Callable[..., torch.Tensor]) -> str:
+    """The bf16 CPU GEMM route of this machine: `VIVIT_BF16_GEMM`, else the cached or a fresh calibration."""
+    return _route("bf16_gemm", BF16_GEMM_ENV, BF16_GEMM_ROUTES, lambda: calibrate_bf16_gemm(widened_linear))
 
 
 def gelu_route(compiled: Callable[[torch.Tensor], torch.Tensor], eager: Callable[[torch.Tensor], torch.Tensor]) -> str:

@@ -5,7 +5,9 @@ linears quantised to int8, or the whole forward compiled and frozen (what `predi
   instead of autocast casting each of them on every forward; the forward runs under bf16 autocast for the
   rest, so LayerNorm, softmax statistics and the residual stream stay in fp32 as in bf16 training, and the
   logits are those of plain autocast. On CPUs with AVX512-BF16 / AMX the GEMMs run on bf16 units; on CPUs
-  without them bf16 is emulated and slower than fp32 (see benchmarks/inference.py). fp16: autocast alone.
+  without them as fp32 GEMMs on bf16-rounded operands where that is faster than PyTorch's emulated bf16
+  kernels (`vivit.model.linear`), still a little slower than fp32 (see benchmarks/inference.py). fp16:
+  autocast alone.
 - `quantize="int8"`: dynamic quantisation of every linear (int8 weights, per-batch int8 activations,
   fp32 elsewhere) with PyTorch's own x86/fbgemm kernels (`torch.ao.quantization`: VNNI on AVX-512 CPUs),
   CPU only; the top-1 agreement and logit drift against fp32 are measured by benchmarks/inference.py.
@@ -29,6 +31,7 @@ from vivit import backends
 from vivit.config import ViViTConfig
 from vivit.errors import ConfigError
 from vivit.model.activations import aten_gelu
+from vivit.model.linear import bf16_route
 from vivit.model.vivit import unwrap_model
 
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -103,8 +106,10 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", *, compile:
                               f"use --device cpu --precision fp32 (got {device.type}, {precision})")
         model = quantize_linears(model)
     if precision == "bf16" and device.type == "cpu" and not backends.has_bf16_units():
-        warnings.warn("this CPU lists neither AVX512-BF16 nor AMX: bf16 matmuls are emulated and slower than "
-                      "fp32 here; --precision fp32 (or --quantize int8) is the faster choice", stacklevel=2)
+        how = ("run as fp32 GEMMs on bf16-rounded operands (vivit.backends), with the casts a little slower than"
+               if bf16_route() == "widened" else "are emulated, several times slower than")
+        warnings.warn(f"this CPU lists neither AVX512-BF16 nor AMX: bf16 matmuls {how} fp32; --precision fp32 "
+                      "(or --quantize int8) is the faster choice here", stacklevel=2)
     if precision in CAST_ONCE:
         cast_matmul_weights(model, AUTOCAST_DTYPES[precision])
     if compile:

@@ -1,13 +1,19 @@
-"""Dense layers on the machine's fastest fp32 GEMM.
+"""Dense layers on the machine's fastest GEMM, fp32 and bf16.
 
 PyTorch runs fp32 CPU matmuls through MKL on x86-64; oneDNN, which PyTorch ships too, is about twice as
 fast on some CPUs (AMD EPYC Zen 5, where MKL runs AVX2 kernels) and slower on others (Intel Sapphire
 Rapids). `Linear` sends fp32 CPU matmuls (forward and both backward GEMMs) to oneDNN only where
 `vivit.backends.gemm_route` measured it faster on the running machine; other CPUs than x86-64 opt in
-with `onednn_gemm(True)`. CUDA, bf16/fp16 autocast, float64, ONNX/`torch.export` tracing and matmuls
-too small for oneDNN's larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover
-measured on the AMD EPYC is 5-20 M, forward to training) keep `F.linear`. Parameters, state-dict keys
-and the maths are those of `nn.Linear`; only the order of the fp32 sums differs.
+with `onednn_gemm(True)`. CUDA, float64, ONNX/`torch.export` tracing and matmuls too small for oneDNN's
+larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover measured on the AMD EPYC is
+5-20 M, forward to training) keep `F.linear`.
+
+bf16 CPU matmuls (under bf16 autocast, or of bf16 inputs and weights) run on oneDNN's bf16 kernels, which a
+CPU without AVX512-BF16 / AMX emulates about 5x slower than fp32. Where `vivit.backends.bf16_gemm_route`
+measured it faster, they run instead as the fp32 GEMM above on the operands widened from bf16, rounded back
+to bf16 (forward and both backward GEMMs): the values of a bf16 GEMM with fp32 accumulation, up to the order
+of the sums; inputs, outputs and saved activations stay bf16. Parameters, state-dict keys and the maths are
+those of `nn.Linear`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ MIN_MACS = 1 << 24
 _MEASURED: bool | None = None if _ONEDNN_AVAILABLE else False
 _onednn_enabled: bool | None = _MEASURED if platform.machine().lower() in ("x86_64", "amd64") else False
 _min_macs = MIN_MACS
+_widened_enabled: bool | None = None  # None: the measured bf16 route; True / False: forced (widened_bf16_gemm)
 
 
 @torch.library.custom_op("vivit::onednn_mm_t", mutates_args=())
@@ -65,6 +72,36 @@ def _measured_route() -> str:
     return backends.gemm_route(_mm_t)
 
 
+@torch.library.custom_op("vivit::widened_bf16_mm_t", mutates_args=())
+def _widened_mm_t(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """bf16 a @ b.T (+ bias) as one fp32 GEMM (the fp32 route of `linear`) on the widened operands, rounded
+    to bf16. An opaque op to `torch.compile`."""
+    with torch.autocast("cpu", enabled=False):
+        return linear(a.float(), b.float(), None if bias is None else bias.float()).to(a.dtype)
+
+
+@_widened_mm_t.register_fake
+def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    return a.new_empty((*a.shape[:-1], b.shape[0]))
+
+
+def _widened_backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    a, b = ctx.saved_tensors
+    g = grad.reshape(-1, grad.shape[-1])  # (rows, N), bf16
+    grad_a = _widened_mm_t(g, b.t()).view(ctx.a_shape) if ctx.needs_input_grad[0] else None  # dL/da = g b
+    grad_b = _widened_mm_t(g.t(), a.reshape(-1, a.shape[-1]).t()) if ctx.needs_input_grad[1] else None  # g^T a
+    grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    return grad_a, grad_b, grad_bias
+
+
+_widened_mm_t.register_autograd(_widened_backward, setup_context=_setup_context)
+
+
+@backends.constant_under_compile
+def _measured_bf16_route() -> str:
+    return backends.bf16_gemm_route(_widened_mm_t)
+
+
 def tracing_or_transforming() -> bool:
     """Whether an ONNX export, `torch.export`, TorchScript trace or `torch.func` transform is running: the
     custom kernels then step aside for PyTorch's own ops (a `torch.func` transform needs a jvp / vmap rule)."""
@@ -94,15 +131,51 @@ def _use_onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     )
 
 
+def _bf16_operands(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether `F.linear` would run a bf16 CPU GEMM: bf16 inputs and weight (and bias), or fp32/bf16 ones under
+    bf16 autocast, which casts them."""
+    tensors = (x, weight) if bias is None else (x, weight, bias)
+    if not all(t.device.type == "cpu" for t in tensors):
+        return False
+    if torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16:
+        return all(t.dtype in (torch.float32, torch.bfloat16) for t in tensors)
+    return all(t.dtype == torch.bfloat16 for t in tensors)
+
+
+def _use_widened(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """bf16 CPU matmuls as fp32 GEMMs on widened operands, where that is faster (outside export/tracing and
+    `torch.func` transforms)."""
+    return (
+        _widened_enabled is not False
+        and not tracing_or_transforming()
+        and weight.dim() == 2
+        and (bias is None or bias.shape == weight.shape[:1])
+        and x.numel() > 0
+        and _bf16_operands(x, weight, bias)
+        and (_widened_enabled or _measured_bf16_route() == "widened")
+    )
+
+
+def bf16_route() -> str:
+    """The route of bf16 CPU linears here and now: "widened" or "native" (forced inside `widened_bf16_gemm`)."""
+    if _widened_enabled is not None:
+        return "widened" if _widened_enabled else "native"
+    return _measured_bf16_route()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """`F.linear`, on oneDNN for fp32 CPU matmuls of at least `MIN_MACS` multiply-adds where it is faster."""
+    """`F.linear`, on the machine's faster route (see the module docstring): oneDNN for fp32 CPU matmuls of at
+    least `MIN_MACS` multiply-adds, fp32 GEMMs for bf16 CPU matmuls."""
     if _use_onednn(x, weight, bias):
         return _mm_t(x, weight, bias)
+    if _use_widened(x, weight, bias):
+        bf16 = torch.bfloat16
+        return _widened_mm_t(x.to(bf16), weight.to(bf16), None if bias is None else bias.to(bf16))
     return F.linear(x, weight, bias)
 
 
 class Linear(nn.Linear):
-    """`nn.Linear` whose fp32 CPU matmuls run on oneDNN (see the module docstring)."""
+    """`nn.Linear` whose CPU matmuls take the machine's faster GEMM route (see the module docstring)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return linear(x, self.weight, self.bias)
@@ -121,3 +194,16 @@ def onednn_gemm(enabled: bool | None = True, min_macs: int = MIN_MACS) -> Iterat
         yield
     finally:
         _onednn_enabled, _min_macs = previous
+
+
+@contextmanager
+def widened_bf16_gemm(enabled: bool | None = True) -> Iterator[None]:
+    """Inside the block, run bf16 CPU linears as fp32 GEMMs on widened operands (`True`), on PyTorch's bf16
+    GEMM (`False`), or by the machine's measured route (`None`, the default). As `onednn_gemm`, a checkpointed
+    backward must run inside the block too."""
+    global _widened_enabled
+    previous, _widened_enabled = _widened_enabled, enabled
+    try:
+        yield
+    finally:
+        _widened_enabled = previous

@@ -9,6 +9,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from vivit.model.linear import linear
+
 TUBELET_INITS = ("central_frame", "inflate", "random")
 
 
@@ -25,8 +27,10 @@ def central_frame(kernel2d: torch.Tensor, t: int) -> torch.Tensor:
 
 
 class TubeletEmbedding(nn.Module):
-    """Tubelet embedding (Fig. 3): non-overlapping t x h x w tubes, linearly projected (a Conv3d with
-    kernel = stride = tubelet)."""
+    """Tubelet embedding (Fig. 3): non-overlapping t x h x w tubes, linearly projected. The kernel is a
+    Conv3d's (kernel = stride = tubelet; its (D, C, t, h, w) weight is the checkpoints' layout); the forward
+    is the same sums as one linear on the flattened tubes, which takes `vivit.model.linear`'s GEMM route
+    (a bf16 CPU Conv3d runs 5-25x slower than that where the CPU has no bf16 units; fp32 ~1.2x)."""
 
     def __init__(self, in_channels: int, dim: int, tubelet: tuple[int, int, int]):
         super().__init__()
@@ -34,8 +38,10 @@ class TubeletEmbedding(nn.Module):
         self.proj = nn.Conv3d(in_channels, dim, kernel_size=self.tubelet, stride=self.tubelet)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        # Contiguous tokens: a (B, D, ...) layout would leak into every later add and LayerNorm.
-        return rearrange(self.proj(video), "b d t h w -> b t (h w) d").contiguous()
+        """(B, C, T, H, W) -> (B, n_t, n_h * n_w, D): x_i = E v_i + b for each flattened tube v_i."""
+        t, h, w = self.tubelet
+        tubes = rearrange(video, "b c (nt t) (nh h) (nw w) -> b nt (nh nw) (c t h w)", t=t, h=h, w=w)
+        return linear(tubes, self.proj.weight.flatten(1), self.proj.bias)
 
     @torch.no_grad()
     def load_image_kernel(self, kernel2d: torch.Tensor, bias: torch.Tensor | None, init: str = "central_frame") -> None:
