@@ -69,9 +69,11 @@ def test_runs_on_onednn_only_for_fp32_cpu_without_autocast():
         with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(False):
             assert op_calls(lambda: layer(x)) == 0  # PyTorch's bf16 GEMM
             assert layer(x).dtype == torch.bfloat16
-        with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(True):
+        with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(True, min_macs=0):
             assert op_calls(lambda: layer(x)) == 1  # the fp32 GEMM of the widened bf16 route
             assert layer(x).dtype == torch.bfloat16
+        with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(True, min_macs=3 * 8 * 4 + 1):
+            assert op_calls(lambda: layer(x)) == 0  # below the size where widening pays off
         assert op_calls(lambda: layer(torch.randn(0, 8))) == 0  # empty batch
         with onednn_gemm(True, min_macs=3 * 8 * 4 + 1):
             assert op_calls(lambda: layer(x)) == 0  # below the size where oneDNN pays off
@@ -220,7 +222,7 @@ def test_widened_bf16_linear_is_a_bf16_gemm_forward_and_backward(bias):
     layer = Linear(48, 40, bias=bias).to(torch.bfloat16)
     x = torch.randn(3, 7, 48).to(torch.bfloat16).requires_grad_()
     g = torch.randn(3, 7, 40).to(torch.bfloat16)
-    with widened_bf16_gemm(True):
+    with widened_bf16_gemm(True, min_macs=0):
         y = layer(x)
         y.backward(g)
     assert y.dtype == x.grad.dtype == layer.weight.grad.dtype == torch.bfloat16
@@ -246,7 +248,7 @@ def test_whole_model_under_bf16_autocast_takes_the_widened_route_as_pytorchs_bf1
         logits.float().square().sum().backward()
         return logits.float(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
-    with widened_bf16_gemm(True):
+    with widened_bf16_gemm(True, min_macs=0):
         counted = sum(e.count for e in _profiled(run).key_averages() if e.key == "vivit::widened_bf16_mm_t")
         ours, ours_grads = run()
     with widened_bf16_gemm(False):
@@ -271,7 +273,7 @@ def test_widened_bf16_route_compiles_fullgraph_under_autocast():
     torch.manual_seed(0)
     layer = torch.nn.Sequential(Linear(8, 16), torch.nn.GELU(), Linear(16, 4))
     x = torch.randn(2, 3, 8, requires_grad=True)
-    with widened_bf16_gemm(True), torch.autocast("cpu", dtype=torch.bfloat16):
+    with widened_bf16_gemm(True, min_macs=0), torch.autocast("cpu", dtype=torch.bfloat16):
         compiled = torch.compile(layer, fullgraph=True)
         y = compiled(x)
         y.float().square().sum().backward()

@@ -10,7 +10,8 @@ larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover m
 
 bf16 CPU matmuls (under bf16 autocast, or of bf16 inputs and weights) run on oneDNN's bf16 kernels, which a
 CPU without AVX512-BF16 / AMX emulates about 5x slower than fp32. Where `vivit.backends.bf16_gemm_route`
-measured it faster, they run instead as the fp32 GEMM above on the operands widened from bf16, rounded back
+measured it faster, those of at least `MIN_MACS` multiply-adds (below, the casts cost more than they save) run
+instead as the fp32 GEMM above on the operands widened from bf16, rounded back
 to bf16 (forward and both backward GEMMs): the values of a bf16 GEMM with fp32 accumulation, up to the order
 of the sums; inputs, outputs and saved activations stay bf16. Parameters, state-dict keys and the maths are
 those of `nn.Linear`.
@@ -35,6 +36,7 @@ _MEASURED: bool | None = None if _ONEDNN_AVAILABLE else False
 _onednn_enabled: bool | None = _MEASURED if platform.machine().lower() in ("x86_64", "amd64") else False
 _min_macs = MIN_MACS
 _widened_enabled: bool | None = None  # None: the measured bf16 route; True / False: forced (widened_bf16_gemm)
+_widened_min_macs = MIN_MACS  # below, the casts' per-call cost outweighs the faster GEMM (2^20 MACs: 1.2x slower)
 
 
 @torch.library.custom_op("vivit::onednn_mm_t", mutates_args=())
@@ -151,6 +153,7 @@ def _use_widened(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
         and weight.dim() == 2
         and (bias is None or bias.shape == weight.shape[:1])
         and x.numel() > 0
+        and x.numel() * weight.shape[0] >= _widened_min_macs
         and _bf16_operands(x, weight, bias)
         and (_widened_enabled or _measured_bf16_route() == "widened")
     )
@@ -197,13 +200,14 @@ def onednn_gemm(enabled: bool | None = True, min_macs: int = MIN_MACS) -> Iterat
 
 
 @contextmanager
-def widened_bf16_gemm(enabled: bool | None = True) -> Iterator[None]:
-    """Inside the block, run bf16 CPU linears as fp32 GEMMs on widened operands (`True`), on PyTorch's bf16
-    GEMM (`False`), or by the machine's measured route (`None`, the default). As `onednn_gemm`, a checkpointed
-    backward must run inside the block too."""
-    global _widened_enabled
-    previous, _widened_enabled = _widened_enabled, enabled
+def widened_bf16_gemm(enabled: bool | None = True, min_macs: int = MIN_MACS) -> Iterator[None]:
+    """Inside the block, run bf16 CPU linears of at least `min_macs` multiply-adds as fp32 GEMMs on widened
+    operands (`True`), all of them on PyTorch's bf16 GEMM (`False`), or by the machine's measured route (`None`,
+    the default). As `onednn_gemm`, a checkpointed backward must run inside the block too."""
+    global _widened_enabled, _widened_min_macs
+    previous = _widened_enabled, _widened_min_macs
+    _widened_enabled, _widened_min_macs = enabled, min_macs
     try:
         yield
     finally:
-        _widened_enabled = previous
+        _widened_enabled, _widened_min_macs = previous
