@@ -155,11 +155,17 @@ def test_bf16_linear_follows_the_measured_route_with_bf16_results(monkeypatch, r
     monkeypatch.setenv(backends.BF16_GEMM_ENV, route)
     torch.manual_seed(0)
     layer, x = Linear(64, 48), torch.randn(2, 5, 64, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(None, min_macs=0):
-        calls = _widened_calls(lambda: layer(x).float().square().sum().backward())
-        y = layer(x)
-    assert calls == (3 if route == "widened" else 0)  # forward, dL/dx, dL/dW
-    assert y.dtype == torch.bfloat16 and x.grad.dtype == layer.weight.grad.dtype == torch.float32
-    with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(False):
-        native = layer(x)
-    torch.testing.assert_close(y, native, rtol=1.6e-2, atol=1e-2)  # a bf16 ulp where the sums' order differs
+    def run(routes) -> tuple[torch.Tensor, ...]:
+        x.grad = None
+        layer.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16), routes:
+            y = layer(x)
+        y.float().square().sum().backward()
+        return y, x.grad, layer.weight.grad, layer.bias.grad
+
+    calls = _widened_calls(lambda: run(widened_bf16_gemm(None, min_macs=0)))
+    ours = run(widened_bf16_gemm(None, min_macs=0))
+    assert calls == (1 if route == "widened" else 0)
+    assert ours[0].dtype == torch.bfloat16 and ours[1].dtype == ours[2].dtype == torch.float32
+    for a, b in zip(ours, run(widened_bf16_gemm(False))):  # PyTorch's bf16 GEMM
+        torch.testing.assert_close(a, b, rtol=1.6e-2, atol=1e-2)  # a bf16 ulp where the sums' order differs

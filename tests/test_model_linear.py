@@ -255,7 +255,7 @@ def test_whole_model_under_bf16_autocast_takes_the_widened_route_as_pytorchs_bf1
         assert sum(e.count for e in _profiled(run).key_averages() if e.key == "vivit::widened_bf16_mm_t") == 0
         native, native_grads = run()
     linears = sum(isinstance(m, Linear) for m in model.modules()) + 1  # + the tokeniser's
-    assert counted >= 2 * linears  # each forward GEMM, and at least one of its backward GEMMs
+    assert counted == linears  # each forward GEMM (the backward's run inside its autograd node)
     torch.testing.assert_close(ours, native, rtol=0.05, atol=0.05)  # bf16 roundings compound over the blocks
     assert ours_grads.keys() == native_grads.keys()
     for name, grad in native_grads.items():

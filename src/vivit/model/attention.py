@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from vivit.model.linear import Linear
+from vivit.model.sdpa import scaled_dot_product_attention
 
 
 class Attention(nn.Module):
@@ -36,7 +36,7 @@ class Attention(nn.Module):
         return self.sdpa(q, k, v)
 
     def sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+        return scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
 
 
 class FactorisedDotProductAttention(Attention):

@@ -89,10 +89,15 @@ def _(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None) -> tor
 
 def _widened_backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     a, b = ctx.saved_tensors
-    g = grad.reshape(-1, grad.shape[-1])  # (rows, N), bf16
-    grad_a = _widened_mm_t(g, b.t()).view(ctx.a_shape) if ctx.needs_input_grad[0] else None  # dL/da = g b
-    grad_b = _widened_mm_t(g.t(), a.reshape(-1, a.shape[-1]).t()) if ctx.needs_input_grad[1] else None  # g^T a
-    grad_bias = g.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+    g = grad.reshape(-1, grad.shape[-1]).float()  # (rows, N), widened once for both GEMMs
+    grad_a = grad_b = grad_bias = None
+    with torch.autocast("cpu", enabled=False):
+        if ctx.needs_input_grad[0]:
+            grad_a = linear(g, b.t().float()).to(grad.dtype).view(ctx.a_shape)  # dL/da = g b
+        if ctx.needs_input_grad[1]:
+            grad_b = linear(g.t(), a.reshape(-1, a.shape[-1]).t().float()).to(grad.dtype)  # dL/db = g^T a
+    if ctx.has_bias and ctx.needs_input_grad[2]:
+        grad_bias = g.sum(0).to(grad.dtype)
     return grad_a, grad_b, grad_bias
 
 
