@@ -11,10 +11,9 @@ larger per-call cost to pay off (under `MIN_MACS` multiply-adds; the crossover m
 bf16 CPU matmuls (under bf16 autocast, or of bf16 inputs and weights) run on oneDNN's bf16 kernels, which a
 CPU without AVX512-BF16 / AMX emulates about 5x slower than fp32. Where `vivit.backends.bf16_gemm_route`
 measured it faster, those of at least `MIN_MACS` multiply-adds (below, the casts cost more than they save) run
-instead as the fp32 GEMM above on the operands widened from bf16, rounded back
-to bf16 (forward and both backward GEMMs): the values of a bf16 GEMM with fp32 accumulation, up to the order
-of the sums; inputs, outputs and saved activations stay bf16. Parameters, state-dict keys and the maths are
-those of `nn.Linear`.
+instead as the fp32 GEMM above on the operands widened from bf16, rounded back to bf16 (forward and both
+backward GEMMs): the values of a bf16 GEMM with fp32 accumulation, up to the order of the sums; inputs,
+outputs and saved activations stay bf16. Parameters, state-dict keys and the maths are those of `nn.Linear`.
 """
 
 from __future__ import annotations
