@@ -153,12 +153,12 @@ def _use_widened(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     `torch.func` transforms)."""
     return (
         _widened_enabled is not False
+        and _bf16_operands(x, weight, bias)  # first: every fp32 linear asks, and stops here
         and not tracing_or_transforming()
         and weight.dim() == 2
         and (bias is None or bias.shape == weight.shape[:1])
         and x.numel() > 0
         and x.numel() * weight.shape[0] >= _widened_min_macs
-        and _bf16_operands(x, weight, bias)
         and (_widened_enabled or _measured_bf16_route() == "widened")
     )
 
