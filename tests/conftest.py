@@ -1,3 +1,7 @@
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
 
@@ -12,6 +16,19 @@ def tiny_model(variant: str = "st", **overrides) -> vivit.ViViT:
               num_heads=4, mlp_dim=64, temporal_depth=2)
     kw.update(overrides)
     return vivit.create_model(f"vivit-ti-16x2-{variant}", **kw)
+
+
+_INDUCTOR_CACHE = tempfile.mkdtemp(prefix="vivit-test-inductor-")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A fresh compile cache per run: graphs cached by an earlier run (or an earlier version of a custom op) would
+    # otherwise stand in for what this code compiles to, as they do not on a clean machine.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", _INDUCTOR_CACHE)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_INDUCTOR_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
