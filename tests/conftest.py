@@ -18,6 +18,13 @@ def tiny_model(variant: str = "st", **overrides) -> vivit.ViViT:
     return vivit.create_model(f"vivit-ti-16x2-{variant}", **kw)
 
 
+def op_calls(fn, op: str) -> int:
+    """How many times running `fn` called the operator `op` (e.g. "vivit::onednn_mm_t"), by the profiler."""
+    with torch.profiler.profile() as prof:
+        fn()
+    return sum(e.count for e in prof.key_averages() if e.key == op)
+
+
 _INDUCTOR_CACHE = tempfile.mkdtemp(prefix="vivit-test-inductor-")
 
 

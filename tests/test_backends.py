@@ -6,6 +6,7 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import op_calls
 
 from vivit import backends
 from vivit.errors import ConfigError
@@ -72,19 +73,13 @@ def test_corrupt_cache_is_measured_again(monkeypatch, tmp_path):
     assert backends.gemm_route(F.linear) == "torch"
 
 
-def _onednn_calls(layer, x) -> int:
-    with torch.profiler.profile() as prof:
-        layer(x).sum().backward()
-    return sum(e.count for e in prof.key_averages() if e.key == "vivit::onednn_mm_t")
-
-
 @pytest.mark.skipif(not linear_mod._ONEDNN_AVAILABLE, reason="PyTorch built without oneDNN")
 @pytest.mark.parametrize("route", backends.GEMM_ROUTES)
 def test_linear_follows_the_measured_route_with_equal_results(monkeypatch, route):
     monkeypatch.setenv(backends.GEMM_ENV, route)
     layer, x = Linear(32, 48), torch.randn(5, 32, requires_grad=True)
     with onednn_gemm(None, min_macs=0):  # the measured route, as by default on x86-64
-        calls = _onednn_calls(layer, x)
+        calls = op_calls(lambda: layer(x).sum().backward(), "vivit::onednn_mm_t")
         y = layer(x)
     assert calls == (3 if route == "onednn" else 0)  # forward + both backward GEMMs
     torch.testing.assert_close(y, F.linear(x, layer.weight, layer.bias), atol=1e-5, rtol=1e-5)
@@ -143,12 +138,6 @@ def test_bf16_route_is_cached_beside_the_fp32_route_and_overridable(monkeypatch,
         backends.bf16_gemm_route(F.linear)
 
 
-def _widened_calls(fn) -> int:
-    with torch.profiler.profile() as prof:
-        fn()
-    return sum(e.count for e in prof.key_averages() if e.key == "vivit::widened_bf16_mm_t")
-
-
 @pytest.mark.parametrize("route", backends.BF16_GEMM_ROUTES)
 def test_bf16_linear_follows_the_measured_route_with_bf16_results(monkeypatch, route):
     """Under bf16 autocast the route decides the kernel; outputs and gradients are a bf16 GEMM's either way."""
@@ -163,7 +152,7 @@ def test_bf16_linear_follows_the_measured_route_with_bf16_results(monkeypatch, r
         y.float().square().sum().backward()
         return y, x.grad, layer.weight.grad, layer.bias.grad
 
-    calls = _widened_calls(lambda: run(widened_bf16_gemm(None, min_macs=0)))
+    calls = op_calls(lambda: run(widened_bf16_gemm(None, min_macs=0)), "vivit::widened_bf16_mm_t")
     ours = run(widened_bf16_gemm(None, min_macs=0))
     assert calls == (1 if route == "widened" else 0)
     assert ours[0].dtype == torch.bfloat16 and ours[1].dtype == ours[2].dtype == torch.float32

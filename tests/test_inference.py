@@ -3,7 +3,7 @@ fp16 under autocast, and refusals of combinations that cannot run; `vivit predic
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import op_calls, tiny_model
 from torch.ao.nn.quantized import dynamic as nnqd
 
 from vivit.engine import inference
@@ -20,9 +20,7 @@ def model_and_video():
 
 def copies(fn) -> int:
     """How many dtype casts (`aten::_to_copy`) one call of `fn` makes."""
-    with torch.profiler.profile() as prof:
-        fn()
-    return sum(e.name == "aten::_to_copy" for e in prof.events())
+    return op_calls(fn, "aten::_to_copy")
 
 
 def test_bf16_casts_the_matmul_weights_once_and_gives_autocasts_logits(model_and_video, monkeypatch):

@@ -4,14 +4,14 @@ to `F.linear` wherever oneDNN is not the right kernel; widened bf16 linears are 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import VARIANTS, tiny_model
-from torch.profiler import profile
+from conftest import VARIANTS, op_calls, tiny_model
 
 from vivit.model import linear as lin
 from vivit.model.linear import Linear, onednn_gemm, widened_bf16_gemm
 
 pytestmark = pytest.mark.skipif(not lin._ONEDNN_AVAILABLE, reason="this PyTorch build has no oneDNN")
 OP = "vivit::onednn_mm_t"
+WIDENED_OP = "vivit::widened_bf16_mm_t"
 
 
 @pytest.fixture(autouse=True)
@@ -19,13 +19,6 @@ def any_size():
     """The tests' matmuls are far below `MIN_MACS`: route them to oneDNN all the same."""
     with onednn_gemm(True, min_macs=0):
         yield
-
-
-def op_calls(fn) -> int:
-    """How many times `fn` ran the oneDNN op."""
-    with profile() as prof:
-        fn()
-    return sum(e.count for e in prof.key_averages() if e.key == OP)
 
 
 def grads_of(layer: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -63,25 +56,25 @@ def test_runs_on_onednn_only_for_fp32_cpu_without_autocast():
     layer = Linear(8, 4)
     x = torch.randn(3, 8)
     with torch.no_grad():
-        assert op_calls(lambda: layer(x)) == 1
+        assert op_calls(lambda: layer(x), OP) == 1
         with onednn_gemm(False):
-            assert op_calls(lambda: layer(x)) == 0
+            assert op_calls(lambda: layer(x), OP) == 0
         with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(False):
-            assert op_calls(lambda: layer(x)) == 0  # PyTorch's bf16 GEMM
+            assert op_calls(lambda: layer(x), OP) == 0  # PyTorch's bf16 GEMM
             assert layer(x).dtype == torch.bfloat16
         with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(True, min_macs=0):
-            assert op_calls(lambda: layer(x)) == 1  # the fp32 GEMM of the widened bf16 route
+            assert op_calls(lambda: layer(x), OP) == 1  # the fp32 GEMM of the widened bf16 route
             assert layer(x).dtype == torch.bfloat16
         with torch.autocast("cpu", dtype=torch.bfloat16), widened_bf16_gemm(True, min_macs=3 * 8 * 4 + 1):
-            assert op_calls(lambda: layer(x)) == 0  # below the size where widening pays off
-        assert op_calls(lambda: layer(torch.randn(0, 8))) == 0  # empty batch
+            assert op_calls(lambda: layer(x), OP) == 0  # below the size where widening pays off
+        assert op_calls(lambda: layer(torch.randn(0, 8)), OP) == 0  # empty batch
         with onednn_gemm(True, min_macs=3 * 8 * 4 + 1):
-            assert op_calls(lambda: layer(x)) == 0  # below the size where oneDNN pays off
+            assert op_calls(lambda: layer(x), OP) == 0  # below the size where oneDNN pays off
         with onednn_gemm(True, min_macs=3 * 8 * 4):
-            assert op_calls(lambda: layer(x)) == 1
-        assert op_calls(lambda: Linear(8, 4).double()(x.double())) == 0
+            assert op_calls(lambda: layer(x), OP) == 1
+        assert op_calls(lambda: Linear(8, 4).double()(x.double()), OP) == 0
     x.requires_grad_()
-    assert op_calls(lambda: layer(x).sum().backward()) == 3  # forward, dL/dx, dL/dW
+    assert op_calls(lambda: layer(x).sum().backward(), OP) == 3  # forward, dL/dx, dL/dW
 
 
 @pytest.mark.parametrize("bias", ["strided", "expanded", "scalar", "2-d"])
@@ -90,7 +83,7 @@ def test_biases_onednn_cannot_read_fall_back_to_f_linear(bias):
     bias = {"strided": torch.randn(8)[::2], "expanded": torch.randn(1).expand(4), "scalar": torch.tensor(0.5),
             "2-d": torch.randn(3, 4)}[bias]
     with torch.no_grad():
-        assert op_calls(lambda: lin.linear(x, weight, bias)) == 0
+        assert op_calls(lambda: lin.linear(x, weight, bias), OP) == 0
     torch.testing.assert_close(lin.linear(x, weight, bias), F.linear(x, weight, bias))
 
 
@@ -131,11 +124,11 @@ def test_whole_model_uses_onednn_and_matches_default_gemm():
     video = torch.randn(2, 3, 4, 16, 16)
     with torch.no_grad():
         linears = sum(isinstance(m, Linear) for m in model.modules()) + 1  # + the tokeniser's, on the tubes
-        assert op_calls(lambda: model(video)) == linears
+        assert op_calls(lambda: model(video), OP) == linears
         ours = model(video)
         with onednn_gemm(False):
             torch.testing.assert_close(ours, model(video), rtol=1e-5, atol=1e-6)
-            assert op_calls(lambda: model(video)) == 0
+            assert op_calls(lambda: model(video), OP) == 0
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])
@@ -177,10 +170,10 @@ def test_default_threshold_keeps_small_models_on_f_linear():
     with onednn_gemm(True):
         model = tiny_model("st").eval()
         with torch.no_grad():
-            assert op_calls(lambda: model(torch.randn(1, 3, 4, 16, 16))) == 0
+            assert op_calls(lambda: model(torch.randn(1, 3, 4, 16, 16)), OP) == 0
         big = Linear(256, 256)
         with torch.no_grad():
-            assert op_calls(lambda: big(torch.randn(256, 256))) == 1  # 2^24 multiply-adds
+            assert op_calls(lambda: big(torch.randn(256, 256)), OP) == 1  # 2^24 multiply-adds
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter, as `vivit export` uses
@@ -249,10 +242,10 @@ def test_whole_model_under_bf16_autocast_takes_the_widened_route_as_pytorchs_bf1
         return logits.float(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
 
     with widened_bf16_gemm(True, min_macs=0):
-        counted = sum(e.count for e in _profiled(run).key_averages() if e.key == "vivit::widened_bf16_mm_t")
+        counted = op_calls(run, WIDENED_OP)
         ours, ours_grads = run()
     with widened_bf16_gemm(False):
-        assert sum(e.count for e in _profiled(run).key_averages() if e.key == "vivit::widened_bf16_mm_t") == 0
+        assert op_calls(run, WIDENED_OP) == 0
         native, native_grads = run()
     linears = sum(isinstance(m, Linear) for m in model.modules()) + 1  # + the tokeniser's
     assert counted == linears  # each forward GEMM (the backward's run inside its autograd node)
@@ -261,12 +254,6 @@ def test_whole_model_under_bf16_autocast_takes_the_widened_route_as_pytorchs_bf1
     for name, grad in native_grads.items():
         torch.testing.assert_close(ours_grads[name], grad, rtol=0.1, atol=0.05 * grad.abs().max().item() + 1e-3,
                                    msg=name)
-
-
-def _profiled(fn):
-    with profile() as prof:
-        fn()
-    return prof
 
 
 def test_widened_bf16_route_compiles_fullgraph_under_autocast():

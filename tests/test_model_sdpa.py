@@ -3,7 +3,7 @@ out in float64), and runs only where its gradient is needed on the widened bf16 
 
 import torch
 import torch.nn.functional as F
-from torch.profiler import profile
+from conftest import op_calls, tiny_model
 
 from vivit.model import sdpa
 from vivit.model.linear import widened_bf16_gemm
@@ -12,9 +12,7 @@ OP = "vivit::widened_bf16_sdpa"
 
 
 def widened_calls(fn) -> int:
-    with profile() as prof:
-        fn()
-    return sum(e.count for e in prof.key_averages() if e.key == OP)
+    return op_calls(fn, OP)
 
 
 def attention_reference(q, k, v):
@@ -73,8 +71,6 @@ def test_pytorchs_kernel_where_no_gradient_dropout_other_dtype_or_the_native_rou
 
 
 def test_model_training_under_bf16_autocast_takes_it(monkeypatch):
-    from conftest import tiny_model
-
     monkeypatch.setattr(sdpa, "MIN_NUMEL", 0)
     torch.manual_seed(0)
     model = tiny_model("fsa")
